@@ -1,0 +1,1 @@
+"""Command-line interfaces: thin typer apps over phonon_eval and finetune."""

@@ -1,0 +1,1 @@
+"""Phonon fine-tuning (PFT): losses, column samplers, batching, co-training, trainer."""

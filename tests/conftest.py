@@ -1,0 +1,33 @@
+"""Shared fixtures: where the public reference data lives, and small potentials for fast tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """../shared beside the checkout, or $PFT_SHARED."""
+    env = os.environ.get("PFT_SHARED")
+    path = Path(env) if env else REPO.parent / "shared"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if path is None:
+        pytest.skip("public reference data not found: set PFT_SHARED or place shared/ beside the checkout")
+    return path
+
+
+def shared_file(relative: str) -> Path:
+    """A file under shared/, or skip the test naming what is missing."""
+    root = shared_dir()
+    if root is None or not (root / relative).exists():
+        pytest.skip(f"reference file shared/{relative} not found (set PFT_SHARED)")
+    return root / relative
