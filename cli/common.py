@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print one clear line and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -57,6 +57,17 @@ class Potential(eqx.Module):
     source: str = eqx.field(static=True, default="")
     sha256: str = eqx.field(static=True, default="")
 
+    @property
+    def dtype(self) -> np.dtype:
+        """Floating dtype of the parameters; positions and cell are cast to it."""
+        leaves = jax.tree.leaves(eqx.filter(self.model, eqx.is_inexact_array))
+        return np.dtype(leaves[0].dtype)
+
+    def astype(self, dtype) -> "Potential":
+        """The same potential with floating parameters cast (float64 needs jax_enable_x64)."""
+        cast = lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x  # noqa: E731
+        return jax.tree.map(cast, self)
+
     def species(self, numbers: np.ndarray) -> np.ndarray:
         """Species indices of atomic numbers; UnknownElementError names what is missing."""
         lookup = {z: i for i, z in enumerate(self.atomic_numbers)}
@@ -121,7 +132,8 @@ def _hessian(potential: Potential, graph: Graph, positions: jax.Array, cell: jax
 
 def _inputs(potential: Potential, atoms: ase.Atoms, graph: Graph | None):
     graph = graph if graph is not None else potential.graph(atoms)
-    return graph, pad_positions(atoms.positions, graph), jnp.asarray(atoms.cell.array, jnp.float32)
+    dtype = potential.dtype
+    return graph, pad_positions(atoms.positions, graph, dtype), jnp.asarray(atoms.cell.array, dtype)
 
 
 def total_energy(potential: Potential, atoms: ase.Atoms, graph: Graph | None = None) -> float:
@@ -151,7 +163,7 @@ def hessian_vector_product(
     vector = np.asarray(vector, dtype=np.float64)
     if vector.shape != (len(atoms), 3):
         raise ValueError(f"vector must have shape ({len(atoms)}, 3), got {vector.shape}")
-    v = pad_positions(vector, graph)
+    v = pad_positions(vector, graph, potential.dtype)
     return np.asarray(_hvp(potential, graph, r, cell, v)[: graph.n_atoms], dtype=np.float64)
 
 

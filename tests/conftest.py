@@ -31,3 +31,13 @@ def shared_file(relative: str) -> Path:
     if root is None or not (root / relative).exists():
         pytest.skip(f"reference file shared/{relative} not found (set PFT_SHARED)")
     return root / relative
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only with PFT_SLOW=1 (CI cannot afford them on 2 cores)."""
+    if os.environ.get("PFT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set PFT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
