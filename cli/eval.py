@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
-from cli.common import console, not_landed, reported, version_callback
+from cli.common import EXIT_USAGE, console, err_console, fail, not_landed, reported, version_callback
 
 app = typer.Typer(
     name="pft-eval",
@@ -17,6 +18,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+from cli.data import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data", help="List, describe and validate phonon datasets.")
 
 
 @app.callback()
@@ -76,10 +82,87 @@ def info(model: ModelArg) -> None:
     console.print(table)
 
 
+BUILTIN_DATASET = Path(__file__).resolve().parents[1] / "data" / "emt"
+
+
+def _parse_mesh(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in text.replace(",", " ").replace("x", " ").split()]
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or min(parts) < 1:
+        raise typer.BadParameter(f"mesh must be one or three positive integers, got {text!r}")
+    return tuple(parts)
+
+
+def _parse_temperatures(text: str) -> tuple[float, ...]:
+    """'0:1000:50' (start:stop:step, inclusive) or a comma list '100,300,500'."""
+    if ":" in text:
+        start, stop, step = (float(x) for x in text.split(":"))
+        values = np.arange(start, stop + step / 2, step)
+    else:
+        values = np.asarray([float(x) for x in text.split(",")])
+    return tuple(float(v) for v in values)
+
+
 @app.command()
-def phonons(model: ModelArg) -> None:
-    """Phonons with phonopy vs DFT: band structure, DOS, ω_max, S, F, C_V (not landed yet)."""
-    not_landed("pft-eval phonons", "issue 4")
+def phonons(
+    model: ModelArg,
+    dataset: Annotated[Path, typer.Option(help="Dataset folder: records plus split.json.")] = BUILTIN_DATASET,
+    split: Annotated[str, typer.Option(help="Split to evaluate (train, val, test, ...).")] = "test",
+    materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split).")] = None,
+    out: Annotated[Path, typer.Option(help="Results netCDF, written atomically after every material.")] = Path("phonons.nc"),
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out and do the rest.")] = False,
+    relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first.")] = True,
+    fmax: Annotated[float, typer.Option(help="Relaxation force threshold, eV/Å.")] = 0.005,
+    relax_steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 500,
+    fc: Annotated[str, typer.Option(help="Force constants: analytic (symmetry-reduced HVPs) or finite (phonopy displacements).")] = "analytic",
+    displacement: Annotated[float, typer.Option(help="Finite-displacement amplitude, Å.")] = 0.01,
+    symmetrize_fc: Annotated[bool, typer.Option("--symmetrize-fc", help="Enforce the acoustic sum rule on the model's force constants.")] = False,
+    mesh: Annotated[str, typer.Option(help="q-point mesh, e.g. 20 or '20 20 20'.")] = "20",
+    temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "0:1000:50",
+    band_points: Annotated[int, typer.Option(help="q-points per band-path segment.")] = 51,
+    workers: Annotated[int, typer.Option(help="Parallel workers (more than 1 arrives with the Dask scale-out, issue 9).")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Phonons with phonopy vs DFT: relax, force constants from the model, band structure, DOS,
+    ω_max, S, F, C_V; saved as an xarray Dataset (netCDF) with the metrics printed as a table."""
+    from phonon_eval.checkpoint import CheckpointError, load_potential
+    from phonon_eval.datasets import Dataset, DatasetError
+    from phonon_eval.phonons import PhononSettings
+    from phonon_eval.runner import run_phonons
+
+    if workers != 1:
+        fail("--workers > 1 needs the Dask scale-out (issue 9), which has not landed yet", EXIT_USAGE)
+    try:
+        settings = PhononSettings(
+            relax=relax,
+            fmax=fmax,
+            relax_steps=relax_steps,
+            fc_method=fc,
+            displacement=displacement,
+            symmetrize_fc=symmetrize_fc,
+            mesh=_parse_mesh(mesh),
+            temperatures=_parse_temperatures(temperatures),
+            band_points=band_points,
+        )
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
+    with reported(CheckpointError, OSError):
+        potential = load_potential(model)
+    with reported(DatasetError, OSError):
+        data = Dataset(dataset)
+        ids = materials.split(",") if materials else data.split(split)
+        missing = [i for i in ids if i not in data]
+        if missing:
+            raise DatasetError(f"{dataset}: materials not in the dataset: {', '.join(missing)}")
+    summary = run_phonons(
+        potential, data, ids, settings, out, resume=resume, progress=progress, console=err_console,
+        attrs={"model": str(model), "dataset": str(dataset), "split": "" if materials else split},
+    )
+    console.print(summary.table())
+    console.print(f"wrote {out}")
+    if summary.n_ok == 0:
+        fail(f"no material succeeded ({summary.n_failed} failed)")
 
 
 @app.command()
@@ -89,9 +172,29 @@ def kappa(model: ModelArg) -> None:
 
 
 @app.command()
-def plot(results: Annotated[Path, typer.Argument(help="Results netCDF written by `pft-eval phonons`.")]) -> None:
-    """Band structures and DOS from a saved results netCDF (not landed yet)."""
-    not_landed("pft-eval plot", "issue 4")
+def plot(
+    results: Annotated[Path, typer.Argument(help="Results netCDF written by `pft-eval phonons`.")],
+    material: Annotated[Optional[str], typer.Option(help="Material id (default: the first that succeeded).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf, .svg); default: <results>-<material>.png.")] = None,
+) -> None:
+    """Band structure (model vs DFT, labelled high-symmetry points) with DOS, from the netCDF alone."""
+    import xarray as xr
+
+    from phonon_eval.plots import plot_bands
+
+    if not results.is_file():
+        fail(f"{results}: no such results file")
+    with reported(OSError, ValueError, KeyError):
+        ds = xr.load_dataset(results)
+        if material is None:
+            ok = [str(m) for m, s in zip(ds["material"].values, ds["status"].values) if s == "ok"]
+            if not ok:
+                raise ValueError(f"{results}: no material succeeded, nothing to plot")
+            material = ok[0]
+        fig = plot_bands(ds, material, model_name=Path(ds.attrs.get("model", "model")).stem)
+        out = out or results.with_name(f"{results.stem}-{material}.png")
+        fig.savefig(out, dpi=150)
+    console.print(f"wrote {out}")
 
 
 def main() -> None:

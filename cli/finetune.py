@@ -1,23 +1,84 @@
-"""`pft-finetune`: phonon fine-tuning with the Hessian-column loss."""
+"""`pft-finetune`: phonon fine-tuning with the Hessian-column loss (one HVP per structure per step)."""
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from cli.common import not_landed
+from cli.common import EXIT_USAGE, console, err_console, fail, reported, version_callback
 
 app = typer.Typer(
     name="pft-finetune",
-    help="Fine-tune a potential on DFT force constants (PFT) with Hessian-vector products.",
+    help="Fine-tune a potential on DFT force constants (PFT): Hessian columns from one "
+    "Hessian-vector product, energy/force/stress terms, co-training on upstream data.",
     add_completion=False,
     pretty_exceptions_enable=False,
+    no_args_is_help=True,
 )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def finetune() -> None:
-    """Phonon fine-tuning (not landed yet)."""
-    not_landed("pft-finetune", "issue 6")
+@app.command()
+def finetune(
+    out: Annotated[Path, typer.Option(help="Output model.ckpt (EMA weights), written atomically each epoch.")],
+    model: Annotated[Optional[Path], typer.Option(help="Starting model (.ckpt or .nqx).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Train from scratch: TOML with the Nequix architecture (instead of --model).")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Phonon dataset folder (records + split.json).")] = None,
+    split: Annotated[str, typer.Option(help="Split of --dataset to train on.")] = "train",
+    val_split: Annotated[Optional[str], typer.Option(help="Split of --dataset to validate on (Hessian MAE).")] = "val",
+    cotrain: Annotated[Optional[Path], typer.Option(help="Upstream energy/force/stress frames (extxyz or ASE .db) for co-training.")] = None,
+    cotrain_val: Annotated[Optional[Path], typer.Option(help="Held-out upstream frames (energy/force MAE).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file of training settings; command-line options override it.")] = None,
+    symmetry_sampling: Annotated[bool, typer.Option("--symmetry-sampling", help="Draw only symmetry-independent columns, weighted by multiplicity.")] = False,
+    cycle_columns: Annotated[bool, typer.Option("--cycle-columns", help="Visit every independent column of every structure once per epoch.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 10).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Phonon structures per step (default 4).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state.")] = False,
+    metrics: Annotated[Optional[Path], typer.Option(help="CSV of per-epoch metrics (default <out>.csv).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")] = True,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Fine-tune a potential with PFT; every other hyperparameter lives in --config (see README)."""
+    from finetune.run import RunSpec, run
+
+    from finetune.trainer import TrainConfig
+
+    if (model is None) == (init is None):
+        fail("give exactly one of --model (fine-tune) and --init (train from scratch)", EXIT_USAGE)
+    if dataset is None and cotrain is None:
+        fail("nothing to train on: give --dataset and/or --cotrain", EXIT_USAGE)
+    if symmetry_sampling and cycle_columns:
+        fail("--symmetry-sampling and --cycle-columns exclude each other", EXIT_USAGE)
+    settings: dict = {}
+    if config is not None:
+        with reported(OSError, tomllib.TOMLDecodeError):
+            settings = tomllib.loads(config.read_text())
+    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        fail(f"{config}: unknown settings {', '.join(sorted(unknown))}", EXIT_USAGE)
+    overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if symmetry_sampling:
+        settings["sampler"] = "symmetry"
+    elif cycle_columns:
+        settings["sampler"] = "cycle"
+    try:
+        train_config = TrainConfig(**settings)
+    except TypeError as err:
+        fail(f"bad training settings: {err}", EXIT_USAGE)
+    spec = RunSpec(
+        out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,
+        cotrain=cotrain, cotrain_val=cotrain_val, resume=resume,
+        metrics=metrics or out.with_suffix(".csv"),
+    )
+    with reported(ValueError, OSError, KeyError):
+        summary = run(spec, train_config, progress=progress, console=err_console)
+    console.print(summary)
 
 
 def main() -> None:

@@ -16,13 +16,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax
 
+from phonon_eval.atomic import atomic_write
 from phonon_eval.nequix import Nequix, NequixConfig
 from phonon_eval.potential import Potential
 
@@ -33,7 +33,6 @@ __all__ = [
     "save_potential",
     "read_header",
     "convert",
-    "atomic_write_bytes",
 ]
 
 FORMAT = "pft-ckpt"
@@ -42,22 +41,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read: missing, truncated, corrupt or of unknown format."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _split(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -150,7 +133,7 @@ def save_potential(
         "provenance": prov,
         "leaves_sha256": hashlib.sha256(body).hexdigest(),
     }
-    atomic_write_bytes(path, json.dumps(header).encode() + b"\n" + body)
+    atomic_write(path, json.dumps(header).encode() + b"\n" + body)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike) -> Potential:

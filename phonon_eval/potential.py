@@ -25,6 +25,8 @@ __all__ = [
     "total_energy",
     "energy_forces_stress",
     "hessian_vector_product",
+    "hessian_columns",
+    "batched_forces",
     "hessian",
 ]
 
@@ -126,6 +128,18 @@ def _hvp(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Arr
 
 
 @eqx.filter_jit
+def _hvp_batch(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array, vs: jax.Array):
+    f = potential.energy_fn(graph)
+    return jax.vmap(lambda v: derivatives.hvp(f, positions, cell, v))(vs)
+
+
+@eqx.filter_jit
+def _forces_batch(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array):
+    f = potential.energy_fn(graph)
+    return jax.vmap(lambda r: derivatives.forces(f, r, cell))(positions)
+
+
+@eqx.filter_jit
 def _hessian(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array):
     return derivatives.hessian(potential.energy_fn(graph), positions, cell, batch_size=32)
 
@@ -172,3 +186,71 @@ def hessian(potential: Potential, atoms: ase.Atoms, graph: Graph | None = None) 
     graph, r, cell = _inputs(potential, atoms, graph)
     n = graph.n_atoms
     return np.asarray(_hessian(potential, graph, r, cell)[:n, :n], dtype=np.float64)
+
+
+def _chunked(fn, items: np.ndarray, chunk: int) -> np.ndarray:
+    """fn over items in fixed-size chunks (the last one padded), so it compiles once.
+
+    Fewer items than `chunk` use the next power of two instead, so that a single column does
+    not pay for four, and the set of compiled sizes stays small.
+    """
+    chunk = min(chunk, 1 << max(0, len(items) - 1).bit_length())
+    out = []
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        n = len(part)
+        if n < chunk:
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
+        out.append(np.asarray(fn(part))[:n])
+    return np.concatenate(out).astype(np.float64)
+
+
+def hessian_columns(
+    potential: Potential,
+    atoms: ase.Atoms,
+    columns: list[tuple[int, int]],
+    graph: Graph | None = None,
+    chunk: int = 4,
+) -> np.ndarray:
+    """Hessian columns d²E / dr dr[atom, direction] for (atom, direction) pairs, (n, N, 3) eV/Å².
+
+    One HVP per column, `chunk` of them vectorised per call of one compiled function.
+    """
+    graph, r, cell = _inputs(potential, atoms, graph)
+    vs = np.zeros((len(columns), graph.n_nodes, 3), dtype=potential.dtype)
+    for k, (atom, direction) in enumerate(columns):
+        vs[k, atom, direction] = 1.0
+    cols = _chunked(lambda v: _hvp_batch(potential, graph, r, cell, jnp.asarray(v)), vs, chunk)
+    return cols[:, : graph.n_atoms]
+
+
+def batched_forces(
+    potential: Potential,
+    atoms: ase.Atoms,
+    positions: np.ndarray,
+    skin: float = 0.2,
+    chunk: int = 8,
+) -> np.ndarray:
+    """Forces (B, N, 3) in eV/Å for B displaced copies of `atoms`, through one shared graph.
+
+    The graph of the undisplaced structure is built once with `skin`; it holds every neighbour of
+    the displaced copies as long as no atom moves more than skin / 2, which is checked.
+
+    Args:
+        atoms: the reference structure (N atoms); its cell is used for every copy.
+        positions: (B, N, 3) Cartesian positions of the copies, Å.
+        skin: extra neighbour radius, Å.
+        chunk: copies evaluated per call of the compiled function (bounds memory).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[1:] != (len(atoms), 3):
+        raise ValueError(f"positions must have shape (B, {len(atoms)}, 3), got {positions.shape}")
+    moved = np.abs(positions - atoms.positions[None]).max() if len(positions) else 0.0
+    if moved >= skin / 2:
+        raise ValueError(f"an atom moves {moved:.3f} Å, more than skin / 2 = {skin / 2:.3f} Å")
+    graph = potential.graph(atoms, skin=skin)
+    cell = jnp.asarray(atoms.cell.array, potential.dtype)
+    padded = np.zeros((len(positions), graph.n_nodes, 3), dtype=potential.dtype)
+    padded[:, : len(atoms)] = positions
+    f = _chunked(lambda r: _forces_batch(potential, graph, jnp.asarray(r), cell), padded, chunk)
+    return f[:, : len(atoms)]

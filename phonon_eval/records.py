@@ -31,17 +31,19 @@ import copy
 import dataclasses
 import functools
 import gzip
+import json
 import lzma
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import yaml
 from ase import Atoms
 from ase.data import atomic_numbers
+
+from phonon_eval.atomic import atomic_write
 
 if TYPE_CHECKING:
     import phono3py
@@ -52,12 +54,16 @@ __all__ = [
     "MDR_REFERENCE_KEYS",
     "Record",
     "RecordError",
+    "ase_from_phonopy",
+    "is_yaml_name",
+    "phonopy_from_ase",
+    "produce_force_constants",
     "read_record",
     "record_id",
     "write_record",
 ]
 
-try:  # the C loader parses a 700 kB MDR file about 10x faster
+try:  # the C loader parses a 700 kB MDR file many times faster
     _YamlLoader: type = yaml.CSafeLoader
 except AttributeError:  # PyYAML built without libyaml
     _YamlLoader = yaml.SafeLoader
@@ -94,12 +100,19 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 class RecordError(ValueError):
     """A record that cannot be read or is inconsistent; names the file, material and field."""
 
-    def __init__(self, file: str | os.PathLike | None, material: str | None, field: str, message: str):
+    def __init__(
+        self, file: str | os.PathLike | None, material: str | None, field: str, message: str
+    ):
         self.file = None if file is None else Path(file)
         self.material = material
         self.field = field
         self.message = message
-        super().__init__(f"{self.file or '<memory>'}: material {material!r}, field {field!r}: {message}")
+        where = self.file or "<memory>"
+        super().__init__(f"{where}: material {material!r}, field {field!r}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # rebuilt from its four parts, so it survives pickling (e.g. back from a dask worker)
+        return type(self), (self.file, self.material, self.field, self.message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +163,8 @@ class Record:
         if not isinstance(self.unitcell, Atoms) or len(self.unitcell) == 0:
             self._fail("unit_cell", "must be a non-empty ase.Atoms")
         if not np.all(self.unitcell.pbc):
-            self._fail("unit_cell", f"not periodic in all directions (pbc={self.unitcell.pbc.tolist()})")
+            pbc = self.unitcell.pbc.tolist()
+            self._fail("unit_cell", f"not periodic in all directions (pbc={pbc})")
         _check_lattice(np.asarray(self.unitcell.cell), lambda m: self._fail("unit_cell.lattice", m))
         set_("supercell_matrix", self._int_matrix(self.supercell_matrix, "supercell_matrix"))
         if self.primitive_matrix is not None:
@@ -159,7 +173,8 @@ class Record:
                 self._fail("primitive_matrix", "must be a (3, 3) matrix with positive determinant")
             set_("primitive_matrix", None if np.allclose(pmat, np.eye(3)) else pmat)
         if self.fc3_supercell_matrix is not None:
-            set_("fc3_supercell_matrix", self._int_matrix(self.fc3_supercell_matrix, "fc3_supercell_matrix"))
+            smat3 = self._int_matrix(self.fc3_supercell_matrix, "fc3_supercell_matrix")
+            set_("fc3_supercell_matrix", smat3)
         if (self.fc3_supercell_matrix is None) != (self.fc3_dataset is None):
             self._fail("fc3_dataset", "the fc3 supercell matrix and the fc3 dataset come together")
         n_sc = self.n_supercell_atoms
@@ -200,6 +215,15 @@ class Record:
         det = 1.0 if self.primitive_matrix is None else np.linalg.det(self.primitive_matrix)
         return round(len(self.unitcell) * det)
 
+    @property
+    def phonopy_primitive_matrix(self) -> np.ndarray | str:
+        """The primitive matrix to hand to phonopy/phono3py: "P" for the unit cell itself.
+
+        phonopy >= 4 reads `primitive_matrix=None` as "auto" (search by symmetry), so None must
+        not be passed on as it is.
+        """
+        return "P" if self.primitive_matrix is None else self.primitive_matrix
+
     @functools.cached_property
     def space_group(self) -> tuple[str, int]:
         """International symbol and number of the supercell's space group (phonopy's symmetry)."""
@@ -216,7 +240,9 @@ class Record:
         """
         from phonopy.structure.cells import get_supercell
 
-        return _to_ase(get_supercell(_to_phonopy_atoms(self.unitcell), self.supercell_matrix, symprec=SYMPREC))
+        unitcell = phonopy_from_ase(self.unitcell)
+        cell = get_supercell(unitcell, self.supercell_matrix, symprec=SYMPREC)
+        return ase_from_phonopy(cell)
 
     def to_phonopy(self) -> phonopy.Phonopy:
         """A `phonopy.Phonopy` with full force constants and NAC parameters set.
@@ -264,9 +290,9 @@ class Record:
 
         separate = not np.array_equal(self.supercell_matrix, self.fc3_supercell_matrix)
         ph3 = Phono3py(
-            _to_phonopy_atoms(self.unitcell),
+            phonopy_from_ase(self.unitcell),
             supercell_matrix=self.fc3_supercell_matrix,
-            primitive_matrix=self.primitive_matrix,
+            primitive_matrix=self.phonopy_primitive_matrix,
             phonon_supercell_matrix=self.supercell_matrix if separate else None,
             symprec=SYMPREC,
         )
@@ -292,9 +318,9 @@ class Record:
         from phonopy import Phonopy
 
         ph = Phonopy(
-            _to_phonopy_atoms(self.unitcell),
+            phonopy_from_ase(self.unitcell),
             supercell_matrix=self.supercell_matrix,
-            primitive_matrix=self.primitive_matrix,
+            primitive_matrix=self.phonopy_primitive_matrix,
             symprec=SYMPREC,
         )
         if self.nac_params is not None:
@@ -310,7 +336,7 @@ class Record:
             self._fail(field, f"must have a positive determinant, got {m.tolist()}")
         return m
 
-    def _fail(self, field: str, message: str) -> None:
+    def _fail(self, field: str, message: str) -> NoReturn:
         raise RecordError(self.source, self.id, field, message)
 
 
@@ -323,7 +349,9 @@ def produce_force_constants(ph: phonopy.Phonopy) -> None:
     """
     # phonopy.load: finite differences then the symfc projector; symfc fits type-2 datasets
     type2 = "displacements" in (ph.dataset or {})
-    ph.produce_force_constants(calculate_full_force_constants=True, fc_calculator="symfc" if type2 else None)
+    ph.produce_force_constants(
+        calculate_full_force_constants=True, fc_calculator="symfc" if type2 else None
+    )
     if not type2:
         ph.symmetrize_force_constants(show_drift=False, use_symfc_projector=True)
 
@@ -391,14 +419,16 @@ def _read_folder(folder: Path, mid: str) -> Record:
     def params(prefix: str) -> Path | None:
         found = [p for p in files if p.name.startswith(prefix) and is_yaml_name(p.name)]
         if len(found) > 1:
-            raise RecordError(folder, mid, "file", f"several {prefix} files: {[p.name for p in found]}")
+            names_ = [p.name for p in found]
+            raise RecordError(folder, mid, "file", f"several {prefix} files: {names_}")
         return found[0] if found else None
 
     def disp(name: str, forces: str) -> Path | None:
         if name not in names:
             return None
         if forces not in names and not _yaml_has_forces_or_fc(_load_yaml(names[name], mid)):
-            raise RecordError(folder / forces, mid, forces, f"missing: {name} has no forces of its own")
+            message = f"missing: {name} has no forces of its own"
+            raise RecordError(folder / forces, mid, forces, message)
         return names[name]
 
     # first match wins: self-contained params files, then displacement files with forces
@@ -418,7 +448,8 @@ def _read_folder(folder: Path, mid: str) -> Record:
         return reader(raw, others[0], mid, folder=folder)
     if not others:
         raise RecordError(folder, mid, "file", "no phonopy or phono3py yaml file in the folder")
-    raise RecordError(folder, mid, "file", f"cannot tell which yaml is the record: {[p.name for p in others]}")
+    message = f"cannot tell which yaml is the record: {[p.name for p in others]}"
+    raise RecordError(folder, mid, "file", message)
 
 
 def _load_yaml(path: Path, mid: str) -> dict[str, Any]:
@@ -433,7 +464,8 @@ def _load_yaml(path: Path, mid: str) -> dict[str, Any]:
             try:
                 data = module.decompress(data)
             except (OSError, EOFError, lzma.LZMAError, ValueError) as err:
-                raise RecordError(path, mid, "file", f"corrupt {module.__name__} data: {err}") from None
+                message = f"corrupt {module.__name__} data: {err}"
+                raise RecordError(path, mid, "file", message) from None
             break
     try:
         raw = yaml.load(data, Loader=_YamlLoader)
@@ -445,7 +477,8 @@ def _load_yaml(path: Path, mid: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as err:
         raise RecordError(path, mid, "yaml", f"not a YAML text file: {err}") from None
     if not isinstance(raw, dict):
-        raise RecordError(path, mid, "yaml", f"not a YAML mapping of phonopy keys (got {type(raw).__name__})")
+        message = f"not a YAML mapping of phonopy keys (got {type(raw).__name__})"
+        raise RecordError(path, mid, "yaml", message)
     return raw
 
 
@@ -469,7 +502,7 @@ class _Reader:
         self.path = path
         self.mid = mid
 
-    def fail(self, field: str, message: str, path: Path | None = None) -> None:
+    def fail(self, field: str, message: str, path: Path | None = None) -> NoReturn:
         raise RecordError(path or self.path, self.mid, field, message)
 
     def require(self, raw: Mapping[str, Any], key: str) -> Any:
@@ -486,10 +519,11 @@ class _Reader:
             units = get_calculator_physical_units(calculator)
         except Exception as err:  # phonopy raises several kinds for an unknown calculator
             self.fail(f"{command}.calculator", f"unknown calculator {calculator!r}: {err}")
-        if units.length_unit.lower() not in ("angstrom", "å") or units.force_constants_unit != "eV/angstrom^2":
+        length, fc_unit = units.length_unit, units.force_constants_unit
+        if length.lower() not in ("angstrom", "å") or fc_unit != "eV/angstrom^2":
             self.fail(
                 f"{command}.calculator",
-                f"calculator {calculator!r} works in {units.length_unit} and {units.force_constants_unit}; "
+                f"calculator {calculator!r} works in {length} and {fc_unit}; "
                 "only eV and Angstrom records are read (convert with phonopy first)",
             )
 
@@ -512,7 +546,8 @@ class _Reader:
             if symbol not in atomic_numbers or symbol == "X":
                 self.fail(f"{where}.symbol", f"unknown chemical symbol {symbol!r}")
             symbols.append(symbol)
-            positions.append(self.array(self.require_in(point, "coordinates", where), f"{where}.coordinates", (3,)))
+            coordinates = self.require_in(point, "coordinates", where)
+            positions.append(self.array(coordinates, f"{where}.coordinates", (3,)))
             if "mass" in point:
                 mass = self.array(point["mass"], f"{where}.mass", ())
                 if not mass > 0:
@@ -521,7 +556,10 @@ class _Reader:
         if masses and len(masses) != len(symbols):
             self.fail(f"{field}.points", f"{len(masses)} masses for {len(symbols)} atoms")
         return PhonopyAtoms(
-            symbols=symbols, cell=lattice, scaled_positions=np.array(positions), masses=masses or None
+            symbols=symbols,
+            cell=lattice,
+            scaled_positions=np.array(positions),
+            masses=masses or None,
         )
 
     def require_in(self, raw: Mapping[str, Any], key: str, field: str) -> Any:
@@ -540,8 +578,8 @@ class _Reader:
             self.fail(field, "contains NaN or infinite values")
         return arr
 
-    def matrices(self, raw: Mapping[str, Any], smat_key: str = "supercell_matrix") -> tuple[np.ndarray, Any]:
-        smat = self.array(self.require(raw, smat_key), smat_key, (3, 3))
+    def matrices(self, raw: Mapping[str, Any]) -> tuple[np.ndarray, Any]:
+        smat = self.array(self.require(raw, "supercell_matrix"), "supercell_matrix", (3, 3))
         pmat: Any = "auto"  # as phonopy.load when the yaml has no primitive_matrix
         if raw.get("primitive_matrix") is not None:
             pmat = self.array(raw["primitive_matrix"], "primitive_matrix", (3, 3))
@@ -551,31 +589,40 @@ class _Reader:
         from phonopy import Phonopy
 
         if not np.allclose(smat, np.round(smat)) or round(np.linalg.det(smat)) < 1:
-            self.fail("supercell_matrix", f"must be an integer matrix with positive determinant, got {smat.tolist()}")
+            self.fail(
+                "supercell_matrix",
+                f"must be an integer matrix with positive determinant, got {smat.tolist()}",
+            )
         try:
-            return Phonopy(unitcell, np.round(smat).astype(int), primitive_matrix=pmat, symprec=SYMPREC)
+            # cells only: the symmetry search would cost 10-30x the rest of the build
+            smat_int = np.round(smat).astype(int)
+            return Phonopy(
+                unitcell, smat_int, primitive_matrix=pmat, symprec=SYMPREC, is_symmetry=False
+            )
         except Exception as err:  # phonopy reports a bad primitive matrix in several ways
             self.fail("primitive_matrix", f"phonopy cannot build the primitive cell: {err}")
-            raise  # unreachable; keeps type checkers quiet
 
     def compare_cell(self, stored: PhonopyAtoms, built: PhonopyAtoms, field: str) -> None:
         """A cell stored in the file must be the one phonopy builds, atom by atom."""
         if len(stored) != len(built):
-            self.fail(field, f"{len(stored)} atoms, but phonopy builds {len(built)} from the unit cell")
+            message = f"{len(stored)} atoms, but phonopy builds {len(built)} from the unit cell"
+            self.fail(field, message)
         if list(stored.symbols) != list(built.symbols):
             i = next(i for i, (a, b) in enumerate(zip(stored.symbols, built.symbols)) if a != b)
-            self.fail(f"{field}.points[{i}].symbol", f"{stored.symbols[i]} but the unit cell gives {built.symbols[i]}")
+            message = f"{stored.symbols[i]} but the unit cell gives {built.symbols[i]}"
+            self.fail(f"{field}.points[{i}].symbol", message)
         if not np.allclose(stored.masses, built.masses, rtol=1e-6, atol=1e-6):
             i = int(np.argmax(np.abs(np.asarray(stored.masses) - np.asarray(built.masses))))
-            self.fail(f"{field}.points[{i}].mass", f"{stored.masses[i]} but the unit cell gives {built.masses[i]}")
+            message = f"{stored.masses[i]} but the unit cell gives {built.masses[i]}"
+            self.fail(f"{field}.points[{i}].mass", message)
         diff = np.asarray(stored.scaled_positions) - np.asarray(built.scaled_positions)
         dist = np.linalg.norm((diff - np.round(diff)) @ np.asarray(built.cell), axis=1)
         if dist.max() > 1e-4:
             i = int(np.argmax(dist))
             self.fail(
                 f"{field}.points[{i}].coordinates",
-                f"{dist[i]:.3g} Å from the atom phonopy builds: the atom order or structure differs, "
-                "so force constants would be misassigned",
+                f"{dist[i]:.3g} Å from the atom phonopy builds: the atom order or structure "
+                "differs, so force constants would be misassigned",
             )
 
     def force_constants(self, raw: Any, ph: phonopy.Phonopy) -> np.ndarray:
@@ -583,8 +630,10 @@ class _Reader:
 
         if not isinstance(raw, dict):
             self.fail("force_constants", "must be a mapping with shape and elements")
-        shape = tuple(int(x) for x in self.array(self.require_in(raw, "shape", "force_constants"), "force_constants.shape", (2,)))
-        elements = self.array(self.require_in(raw, "elements", "force_constants"), "force_constants.elements")
+        shape_raw = self.require_in(raw, "shape", "force_constants")
+        shape = tuple(int(x) for x in self.array(shape_raw, "force_constants.shape", (2,)))
+        elements_raw = self.require_in(raw, "elements", "force_constants")
+        elements = self.array(elements_raw, "force_constants.elements")
         n_sc, n_prim = len(ph.supercell), len(ph.primitive)
         if shape not in ((n_sc, n_sc), (n_prim, n_sc)):
             self.fail(
@@ -593,7 +642,8 @@ class _Reader:
                 f"(full [{n_sc}, {n_sc}] or compact [{n_prim}, {n_sc}])",
             )
         if elements.size != shape[0] * shape[1] * 9:
-            self.fail("force_constants.elements", f"{elements.size} numbers for shape {list(shape)} x 3 x 3")
+            message = f"{elements.size} numbers for shape {list(shape)} x 3 x 3"
+            self.fail("force_constants.elements", message)
         fc = np.ascontiguousarray(elements.reshape(shape + (3, 3)))
         if shape[0] != shape[1]:
             fc = compact_fc_to_full_fc(ph.primitive, fc)
@@ -603,10 +653,12 @@ class _Reader:
         """Run phonopy's/phono3py's own yaml loader on a subset of keys, naming `field` on error."""
         try:
             return loader(subset)
-        except Exception as err:  # the loaders raise KeyError, ValueError, RuntimeError, AssertionError
+        except Exception as err:  # KeyError, ValueError, RuntimeError, AssertionError, ...
             self.fail(field, f"cannot be parsed: {type(err).__name__}: {err}")
 
-    def dataset(self, dataset: Any, n_sc: int, field: str, path: Path | None = None) -> dict[str, Any] | None:
+    def dataset(
+        self, dataset: Any, n_sc: int, field: str, path: Path | None = None
+    ) -> dict[str, Any] | None:
         if dataset is None:
             return None
         dataset = dict(dataset)
@@ -626,12 +678,16 @@ class _Reader:
                 self.fail(key, f"shape {ref[key].shape} does not match temperatures ({n_t},)")
             if key in ref and n_t is None:
                 self.fail("temperatures", f"missing, but {key} is given")
-        if "phonon_freq" in ref and (ref["phonon_freq"].ndim != 2 or ref["phonon_freq"].shape[1] != 3 * n_prim):
-            self.fail("phonon_freq", f"shape {ref['phonon_freq'].shape}, expected (n_q, {3 * n_prim})")
-        if "group_velocities" in ref:
-            n_q = ref["phonon_freq"].shape[0] if "phonon_freq" in ref else ref["group_velocities"].shape[0]
-            if ref["group_velocities"].shape != (n_q, 3 * n_prim, 3):
-                self.fail("group_velocities", f"shape {ref['group_velocities'].shape}, expected ({n_q}, {3 * n_prim}, 3)")
+        n_band = 3 * n_prim
+        freq = ref.get("phonon_freq")
+        if freq is not None and (freq.ndim != 2 or freq.shape[1] != n_band):
+            self.fail("phonon_freq", f"shape {freq.shape}, expected (n_q, {n_band})")
+        velocities = ref.get("group_velocities")
+        if velocities is not None:
+            n_q = (freq if freq is not None else velocities).shape[0]
+            if velocities.shape != (n_q, n_band, 3):
+                message = f"shape {velocities.shape}, expected ({n_q}, {n_band}, 3)"
+                self.fail("group_velocities", message)
         for key in ("energy", "volume", "nsites"):
             if key in ref:
                 if ref[key].shape != ():
@@ -639,7 +695,9 @@ class _Reader:
                 ref[key] = int(ref[key]) if key == "nsites" else float(ref[key])
         return ref
 
-    def nac(self, nac: dict[str, Any] | None, raw: Mapping[str, Any], folder: Path | None, ph: Any) -> dict[str, Any] | None:
+    def nac(
+        self, nac: dict[str, Any] | None, raw: Mapping[str, Any], folder: Path | None, ph: Any
+    ) -> dict[str, Any] | None:
         from phonopy.file_IO import parse_BORN
         from phonopy.physical_units import get_calculator_physical_units
 
@@ -661,6 +719,21 @@ class _Reader:
 
 _DATASET_KEYS = ("displacements", "dataset", "supercell_energies", "natom")
 _NAC_KEYS = ("nac", "born_effective_charge", "dielectric_constant")
+_FC3_DATASET_KEYS = (
+    "displacement_pairs",
+    "displacement_pair_info",
+    "displacements",
+    "dataset",
+    "supercell",
+    "phonon_supercell_matrix",
+    "phonon_supercell",
+    "phonon_displacements",
+    "phonon_dataset",
+)
+
+
+def _pick(raw: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: raw[k] for k in keys if k in raw}
 
 
 def _header(raw: Mapping[str, Any], command: str) -> dict[str, Any]:
@@ -682,23 +755,24 @@ def _read_phonopy(raw: dict[str, Any], path: Path, mid: str, folder: Path | None
     if "supercell" in raw:
         r.compare_cell(r.cell(raw["supercell"], "supercell"), ph.supercell, "supercell")
     if "primitive_cell" in raw:
-        r.compare_cell(r.cell(raw["primitive_cell"], "primitive_cell"), ph.primitive, "primitive_cell")
+        primitive = r.cell(raw["primitive_cell"], "primitive_cell")
+        r.compare_cell(primitive, ph.primitive, "primitive_cell")
     fc = r.force_constants(raw["force_constants"], ph) if "force_constants" in raw else None
 
-    subset = {**_header(raw, "phonopy"), **{k: raw[k] for k in _DATASET_KEYS if k in raw}, "natom": n_sc}
+    subset = {**_header(raw, "phonopy"), **_pick(raw, _DATASET_KEYS), "natom": n_sc}
     dataset = r.load_with_phonopy(subset, "displacements", load_phonopy_yaml).dataset
     dataset = r.dataset(dataset, n_sc, "dataset" if "dataset" in raw else "displacements")
     if folder is not None and (folder / "FORCE_SETS").is_file() and not _has_forces(dataset):
         dataset = _read_force_sets(r, folder / "FORCE_SETS", n_sc)
-    nac_subset = {**_header(raw, "phonopy"), **{k: raw[k] for k in _NAC_KEYS if k in raw}}
+    nac_subset = {**_header(raw, "phonopy"), **_pick(raw, _NAC_KEYS)}
     nac = r.load_with_phonopy(nac_subset, "nac", load_phonopy_yaml).nac_params
     nac = r.nac(nac, raw, folder, ph)
     if fc is None and not _has_forces(dataset):
-        hint = "" if folder is not None else " (for a phonopy_disp.yaml, read its folder so FORCE_SETS is found)"
+        hint = "" if folder is not None else " (read a phonopy_disp.yaml's folder for FORCE_SETS)"
         r.fail("force_constants", f"neither force constants nor forces in the file{hint}")
     return Record(
         id=mid,
-        unitcell=_to_ase(unitcell),
+        unitcell=ase_from_phonopy(unitcell),
         supercell_matrix=ph.supercell_matrix,
         primitive_matrix=ph.primitive_matrix,
         force_constants=fc,
@@ -742,8 +816,7 @@ def _read_phono3py(raw: dict[str, Any], path: Path, mid: str, folder: Path | Non
         ph = ph3_cells
     n2 = len(ph.supercell)
 
-    keys = ("displacement_pairs", "displacement_pair_info", "displacements", "dataset", "supercell", "phonon_supercell_matrix", "phonon_supercell", "phonon_displacements", "phonon_dataset")
-    subset = {**_header(raw, "phono3py"), **{k: raw[k] for k in keys if k in raw}}
+    subset = {**_header(raw, "phono3py"), **_pick(raw, _FC3_DATASET_KEYS)}
     data = r.load_with_phonopy(subset, "displacement_pairs", load_phono3py_yaml)
     fc3_dataset = data.dataset
     if fc3_dataset is None:
@@ -754,12 +827,14 @@ def _read_phono3py(raw: dict[str, Any], path: Path, mid: str, folder: Path | Non
         if forces_fc3 is None or not forces_fc3.is_file():
             r.fail("displacement_pairs", "no forces in the file and no FORCES_FC3 beside it")
         fc3_dataset = _read_forces_fc3(r, forces_fc3, fc3_dataset, n3)
-    _check_fc3_dataset(fc3_dataset, n3, lambda m: r.fail("displacement_pairs", m, forces_fc3 if forces_fc3 and forces_fc3.is_file() else None))
+    where = forces_fc3 if forces_fc3 is not None and forces_fc3.is_file() else None
+    _check_fc3_dataset(fc3_dataset, n3, lambda m: r.fail("displacement_pairs", m, where))
 
     if separate:
         phonon_dataset = data.phonon_dataset
         forces_fc2 = None if folder is None else folder / "FORCES_FC2"
-        if phonon_dataset is not None and not _has_forces(phonon_dataset) and forces_fc2 is not None and forces_fc2.is_file():
+        has_fc2_file = forces_fc2 is not None and forces_fc2.is_file()
+        if phonon_dataset is not None and not _has_forces(phonon_dataset) and has_fc2_file:
             phonon_dataset = _read_forces_fc2(r, forces_fc2, dict(phonon_dataset), n2)
         dataset = r.dataset(phonon_dataset, n2, "phonon_displacements")
         if not _has_forces(dataset):
@@ -767,13 +842,13 @@ def _read_phono3py(raw: dict[str, Any], path: Path, mid: str, folder: Path | Non
     else:
         dataset = _fc2_dataset_from_fc3(fc3_dataset, n3)
 
-    nac_subset = {**_header(raw, "phono3py"), **{k: raw[k] for k in _NAC_KEYS if k in raw}}
+    nac_subset = {**_header(raw, "phono3py"), **_pick(raw, _NAC_KEYS)}
     nac = r.load_with_phonopy(nac_subset, "nac", load_phono3py_yaml).nac_params
     nac = r.nac(nac, raw, folder, ph)
     fc = r.force_constants(raw["force_constants"], ph) if "force_constants" in raw else None
     return Record(
         id=mid,
-        unitcell=_to_ase(unitcell),
+        unitcell=ase_from_phonopy(unitcell),
         supercell_matrix=ph.supercell_matrix,
         primitive_matrix=ph.primitive_matrix,
         force_constants=fc,
@@ -796,7 +871,8 @@ def _read_forces_fc3(r: _Reader, path: Path, dataset: dict[str, Any], n3: int) -
     try:
         parse_FORCES_FC3(dataset, filename=path)
     except Exception as err:  # numpy reshape ValueError, RuntimeError on short files
-        n_disp = len(dataset["first_atoms"]) + sum(len(d["second_atoms"]) for d in dataset["first_atoms"])
+        first = dataset["first_atoms"]
+        n_disp = len(first) + sum(len(d["second_atoms"]) for d in first)
         r.fail("forces", f"expected {n_disp} force sets of {n3} atoms: {err}", path)
     return dataset
 
@@ -817,7 +893,8 @@ def _fc2_dataset_from_fc3(fc3_dataset: dict[str, Any], n_sc: int) -> dict[str, A
     """The phonopy dataset phono3py uses for fc2 when fc2 and fc3 share the supercell."""
     if "first_atoms" in fc3_dataset:
         # fc2 needs only the single displacements, as phono3py's produce_fc2 uses them
-        first = [{k: d[k] for k in ("number", "displacement", "forces")} for d in fc3_dataset["first_atoms"]]
+        keys = ("number", "displacement", "forces")
+        first = [{k: d[k] for k in keys} for d in fc3_dataset["first_atoms"]]
         return {"natom": n_sc, "first_atoms": first}
     return {k: fc3_dataset[k] for k in ("displacements", "forces")}
 
@@ -848,13 +925,15 @@ def _check_dataset(dataset: Mapping[str, Any], n_sc: int, fail: Any) -> None:
             fail(f"natom {dataset['natom']} does not match the supercell of {n_sc} atoms")
         for i, d in enumerate(dataset["first_atoms"]):
             if not 0 <= int(d["number"]) < n_sc:
-                fail(f"displacement {i + 1} moves atom {int(d['number']) + 1}, not in the supercell of {n_sc} atoms")
+                atom = int(d["number"]) + 1
+                fail(f"displacement {i + 1} moves atom {atom}, not in the {n_sc}-atom supercell")
             if np.shape(d["displacement"]) != (3,):
                 fail(f"displacement {i + 1} has shape {np.shape(d['displacement'])}, expected (3,)")
             if "forces" in d:
                 forces = np.asarray(d["forces"])
                 if forces.shape != (n_sc, 3):
-                    fail(f"forces of displacement {i + 1} have shape {forces.shape}, expected ({n_sc}, 3)")
+                    shape = forces.shape
+                    fail(f"forces of displacement {i + 1} have shape {shape}, expected ({n_sc}, 3)")
                 if not np.all(np.isfinite(forces)):
                     fail(f"forces of displacement {i + 1} contain NaN or infinite values")
     elif "displacements" in dataset:
@@ -876,7 +955,8 @@ def _check_fc3_dataset(dataset: Mapping[str, Any], n3: int, fail: Any) -> None:
     for d1 in dataset.get("first_atoms", []):
         for d2 in d1.get("second_atoms", []):
             if not 0 <= int(d2["number"]) < n3:
-                fail(f"a displacement pair moves atom {int(d2['number']) + 1}, not in the supercell of {n3} atoms")
+                atom = int(d2["number"]) + 1
+                fail(f"a displacement pair moves atom {atom}, not in the supercell of {n3} atoms")
             # pairs beyond a cutoff are listed without forces on purpose
             if "forces" in d2 and np.shape(d2["forces"]) != (n3, 3):
                 fail(f"pair forces have shape {np.shape(d2['forces'])}, expected ({n3}, 3)")
@@ -900,7 +980,8 @@ def _check_nac(nac: Mapping[str, Any], n_prim: int, fail: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _to_ase(cell: PhonopyAtoms) -> Atoms:
+def ase_from_phonopy(cell: PhonopyAtoms) -> Atoms:
+    """An ase.Atoms (periodic, with phonopy's masses) from a PhonopyAtoms."""
     return Atoms(
         symbols=list(cell.symbols),
         cell=np.array(cell.cell),
@@ -910,7 +991,8 @@ def _to_ase(cell: PhonopyAtoms) -> Atoms:
     )
 
 
-def _to_phonopy_atoms(atoms: Atoms) -> PhonopyAtoms:
+def phonopy_from_ase(atoms: Atoms) -> PhonopyAtoms:
+    """A PhonopyAtoms (symbols, cell, fractional positions, masses) from an ase.Atoms."""
     from phonopy.structure.atoms import PhonopyAtoms
 
     return PhonopyAtoms(
@@ -952,8 +1034,10 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
     settings = {"force_constants": record.force_constants is not None}
     text = str(ph.to_phonopy_yaml(settings=settings)).rstrip("\n") + "\n"
     if record.reference:
-        extras = {k: np.asarray(v).tolist() for k, v in record.reference.items()}
-        text += "\n" + yaml.safe_dump(extras, default_flow_style=None, sort_keys=False, width=100)
+        # one flow-style line per key (JSON is valid YAML); floats keep all their digits
+        items = record.reference.items()
+        lines = [f"{k}: {json.dumps(np.asarray(v).tolist())}\n" for k, v in items]
+        text += "\n" + "".join(lines)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
     data = text.encode()
@@ -966,24 +1050,3 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
 
 def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)  # no timestamp, so the same record gives the same bytes
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes through a temporary file in the same folder, then rename over `path`.
-
-    Args:
-        path: destination file; its folder is created when missing.
-        data: the complete content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

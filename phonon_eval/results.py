@@ -1,0 +1,194 @@
+"""Phonon results as an xarray Dataset (CF conventions), written atomically, read back for resume.
+
+Dimensions: `material`, `temperature`, `band`, and two flat ragged dimensions for what varies in
+length between materials: `path_point` (band paths) and `dos_point` (DOS grids). The CF
+"contiguous ragged array" form is used: `path_count[material]` and `dos_count[material]` give
+how many consecutive points belong to each material (`sample_dimension` attribute). Bands
+beyond a material's 3·n_primitive are NaN.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Iterable
+
+import numpy as np
+import xarray as xr
+
+from phonon_eval.atomic import atomic_path
+from phonon_eval.phonons import THZ_TO_K
+
+__all__ = ["to_dataset", "rows_from_dataset", "write_atomic", "metrics", "VARIABLES", "failed_row"]
+
+# name -> (dims after material, units, long_name); `_ref` twins are added for the DFT side
+VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "omega_max": ((), "THz", "maximum phonon frequency over the commensurate q-points"),
+    "omega_max_mesh": ((), "THz", "maximum phonon frequency over the q-point mesh"),
+    "min_frequency": ((), "THz", "lowest phonon frequency over the q-point mesh"),
+    "entropy": (("temperature",), "J/K/mol", "vibrational entropy per mole of primitive cells"),
+    "free_energy": (("temperature",), "kJ/mol", "Helmholtz vibrational free energy per mole of primitive cells"),
+    "heat_capacity": (("temperature",), "J/K/mol", "heat capacity at constant volume per mole of primitive cells"),
+}
+REFERENCE_SUFFIX = "_ref"
+
+SCALARS: dict[str, tuple[str, str, Any]] = {
+    # name -> (units, long_name, fill for a failed material)
+    "formula": ("1", "reduced chemical formula", ""),
+    "n_primitive_atoms": ("1", "atoms in the primitive cell", -1),
+    "n_supercell_atoms": ("1", "atoms in the supercell", -1),
+    "volume": ("Å^3", "unit-cell volume after relaxation with the model", np.nan),
+    "volume_ref": ("Å^3", "unit-cell volume of the reference record", np.nan),
+    "relax_steps": ("1", "relaxation steps taken", -1),
+    "n_fc_evaluations": ("1", "HVPs (analytic) or displaced supercells (finite) for the force constants", -1),
+    "band_mae": ("THz", "mean absolute error of the band frequencies along the q-path", np.nan),
+    "stable": ("1", "dynamically stable with the model (lowest mesh frequency above -tolerance)", -1),
+    "stable_ref": ("1", "dynamically stable with the reference force constants", -1),
+    "time_relax": ("s", "wall time of the relaxation", np.nan),
+    "time_fc": ("s", "wall time of the force constants", np.nan),
+    "time_properties": ("s", "wall time of the phonopy properties", np.nan),
+}
+TIMING = ("time_relax", "time_fc", "time_properties")
+
+
+def failed_row(material: str, error: str) -> dict[str, Any]:
+    """A row that records a failure with its reason."""
+    return {"material": material, "status": "failed", "error": error}
+
+
+def _names() -> list[str]:
+    return [n for v in VARIABLES for n in (v, v + REFERENCE_SUFFIX)]
+
+
+def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: dict[str, Any] | None = None) -> xr.Dataset:
+    """Build the results Dataset from result rows (ok or failed), in the order given."""
+    rows = list(rows)
+    temperatures = np.asarray(temperatures, dtype=float)
+    m, t = len(rows), len(temperatures)
+    ok = [r for r in rows if r["status"] == "ok"]
+    n_bands = max([r["band_frequency"].shape[1] for r in ok], default=0)
+
+    data: dict[str, Any] = {}
+    for name, (dims, units, long) in VARIABLES.items():
+        for suffix in ("", REFERENCE_SUFFIX):
+            shape = (m,) + ((t,) if dims else ())
+            arr = np.full(shape, np.nan)
+            for i, r in enumerate(rows):
+                if r["status"] == "ok":
+                    arr[i] = r[name + suffix]
+            side = "DFT reference" if suffix else "model"
+            data[name + suffix] = (("material",) + dims, arr, {"units": units, "long_name": f"{long} ({side})"})
+    data["omega_max_K"] = (("material",), data["omega_max"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (model)"})
+    data["omega_max_K_ref"] = (("material",), data["omega_max_ref"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (DFT reference)"})
+    for name, (units, long, fill) in SCALARS.items():
+        values = [r.get(name, fill) if r["status"] == "ok" else fill for r in rows]
+        dtype = object if isinstance(fill, str) else (np.int64 if isinstance(fill, int) else float)
+        data[name] = (("material",), np.asarray(values, dtype=dtype), {"units": units, "long_name": long})
+    data["status"] = (("material",), np.asarray([r["status"] for r in rows], dtype=object), {"long_name": "ok or failed"})
+    data["error"] = (("material",), np.asarray([r.get("error", "") for r in rows], dtype=object), {"long_name": "why the material failed ('' if ok)"})
+
+    # ragged band paths and DOS grids
+    distances = _ragged_field(rows, "band_distance")
+    counts = np.asarray([len(p) for p in distances], dtype=np.int64)
+    data["path_count"] = (("material",), counts, {"long_name": "number of band-path points of each material", "sample_dimension": "path_point"})
+    data["band_distance"] = (("path_point",), _cat(distances), {"units": "1/Å", "long_name": "distance along the band path (reference reciprocal lattice)"})
+    data["band_segment"] = (("path_point",), _cat(_ragged_field(rows, "band_segment"), np.int64), {"long_name": "index of the band-path segment"})
+    data["band_label"] = (("path_point",), _cat(_ragged_field(rows, "band_label"), object), {"long_name": "high-symmetry point label ('' elsewhere)"})
+    for suffix in ("", REFERENCE_SUFFIX):
+        freq = np.full((int(counts.sum()), n_bands), np.nan)
+        start = 0
+        for c, r in zip(counts, rows):
+            if c:
+                f = r["band_frequency" + suffix]
+                freq[start : start + c, : f.shape[1]] = f
+            start += c
+        side = "DFT reference" if suffix else "model"
+        data["band_frequency" + suffix] = (("path_point", "band"), freq, {"units": "THz", "long_name": f"phonon frequency along the band path ({side})"})
+    grids = _ragged_field(rows, "dos_frequency")
+    dos_counts = np.asarray([len(p) for p in grids], dtype=np.int64)
+    data["dos_count"] = (("material",), dos_counts, {"long_name": "number of DOS points of each material", "sample_dimension": "dos_point"})
+    data["dos_frequency"] = (("dos_point",), _cat(grids), {"units": "THz", "long_name": "frequency of the DOS grid"})
+    data["dos"] = (("dos_point",), _cat(_ragged_field(rows, "dos")), {"units": "1/THz", "long_name": "total phonon DOS per primitive cell (model)"})
+    data["dos_ref"] = (("dos_point",), _cat(_ragged_field(rows, "dos_ref")), {"units": "1/THz", "long_name": "total phonon DOS per primitive cell (DFT reference)"})
+
+    ds = xr.Dataset(
+        data,
+        coords={
+            "material": ("material", np.asarray([r["material"] for r in rows], dtype=object), {"long_name": "material id"}),
+            "temperature": ("temperature", temperatures, {"units": "K", "long_name": "temperature"}),
+            "band": ("band", np.arange(n_bands), {"long_name": "band index, ascending frequency"}),
+        },
+    )
+    ds.attrs.update(
+        {
+            "Conventions": "CF-1.8",
+            "title": "Phonon properties of a potential against DFT (phonopy)",
+            "history": f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} pft-eval phonons",
+        }
+    )
+    ds.attrs.update(attrs or {})
+    return ds
+
+
+def _ragged_field(rows: list[dict[str, Any]], key: str) -> list[np.ndarray]:
+    return [np.asarray(r[key]) if r["status"] == "ok" else np.zeros(0) for r in rows]
+
+
+def _cat(parts: list[np.ndarray], dtype=float) -> np.ndarray:
+    parts = [np.asarray(p, dtype=dtype) for p in parts]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """The result rows a Dataset was built from (for --resume)."""
+    rows = []
+    p0 = d0 = 0
+    for i, material in enumerate(ds["material"].values):
+        pc, dc = int(ds["path_count"][i]), int(ds["dos_count"][i])
+        status = str(ds["status"][i].values)
+        if status != "ok":
+            rows.append(failed_row(str(material), str(ds["error"][i].values)))
+        else:
+            r: dict[str, Any] = {"material": str(material), "status": "ok", "error": ""}
+            for name in _names() + list(SCALARS):
+                value = ds[name][i].values
+                r[name] = value.item() if value.ndim == 0 else np.asarray(value)
+            n_bands = 3 * int(r["n_primitive_atoms"])
+            r["stable"], r["stable_ref"] = bool(r["stable"]), bool(r["stable_ref"])
+            sl = slice(p0, p0 + pc)
+            r["band_distance"] = ds["band_distance"].values[sl]
+            r["band_segment"] = ds["band_segment"].values[sl]
+            r["band_label"] = ds["band_label"].values[sl]
+            r["band_frequency"] = ds["band_frequency"].values[sl, :n_bands]
+            r["band_frequency_ref"] = ds["band_frequency_ref"].values[sl, :n_bands]
+            dl = slice(d0, d0 + dc)
+            r["dos_frequency"] = ds["dos_frequency"].values[dl]
+            r["dos"] = ds["dos"].values[dl]
+            r["dos_ref"] = ds["dos_ref"].values[dl]
+            rows.append(r)
+        p0 += pc
+        d0 += dc
+    return rows
+
+
+def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write netCDF through a temporary file in the same folder, then rename."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4")
+
+
+def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
+    """MAE over the successful materials: ω_max (K), S, F, C_V at `temperature`, band MAE (THz)."""
+    ok = ds.where(ds["status"] == "ok", drop=True) if (ds["status"] == "ok").any() else None
+    if ok is None:
+        return {}
+    at = ok.sel(temperature=temperature)
+    return {
+        "n_ok": int((ds["status"] == "ok").sum()),
+        "n_failed": int((ds["status"] != "ok").sum()),
+        "omega_max_K": float(np.abs(ok["omega_max_K"] - ok["omega_max_K_ref"]).mean()),
+        "entropy": float(np.abs(at["entropy"] - at["entropy_ref"]).mean()),
+        "free_energy": float(np.abs(at["free_energy"] - at["free_energy_ref"]).mean()),
+        "heat_capacity": float(np.abs(at["heat_capacity"] - at["heat_capacity_ref"]).mean()),
+        "band_mae": float(ok["band_mae"].mean()),
+    }

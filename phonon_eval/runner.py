@@ -1,0 +1,147 @@
+"""Run the phonon evaluator over many materials: failures recorded, results saved as they come.
+
+After every material the whole results file is rewritten atomically, so a crash loses at most
+the material in flight, and `resume=True` skips what the file already holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from phonon_eval.datasets import Dataset
+from phonon_eval.phonons import PhononSettings, evaluate_material
+from phonon_eval.potential import Potential
+from phonon_eval.results import failed_row, metrics, rows_from_dataset, to_dataset, write_atomic
+
+__all__ = ["Summary", "run_phonons", "software_versions"]
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of everything that decides the numbers, for the results' `source` attribute."""
+    import jax
+    import phono3py
+    import phonopy
+    import spglib
+
+    import phonon_eval
+
+    return {
+        "pft-toolkit": phonon_eval.__version__,
+        "phonopy": phonopy.__version__,
+        "phono3py": phono3py.__version__,
+        "spglib": spglib.__version__,
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclasses.dataclass
+class Summary:
+    dataset: xr.Dataset
+
+    @property
+    def n_ok(self) -> int:
+        return int((self.dataset["status"] == "ok").sum())
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.dataset["status"] != "ok").sum())
+
+    def table(self) -> Table:
+        """Per-material errors at 300 K, failures with their reasons, and the MAE row."""
+        ds = self.dataset
+        t = ds.sel(temperature=300.0)
+        table = Table(
+            title=f"Model − reference at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
+            caption="ω_max in K, S and C_V in J/K/mol, F in kJ/mol, bands: MAE along the q-path in THz",
+        )
+        for col in ["material", "ω_max", "S", "F", "C_V", "bands", "note"]:
+            table.add_column(col, justify="left" if col in ("material", "note") else "right")
+        for i, m in enumerate(ds["material"].values):
+            if ds["status"][i] != "ok":
+                table.add_row(str(m), "", "", "", "", "", f"[red]failed: {ds['error'][i].values}")
+                continue
+            table.add_row(
+                str(m),
+                f"{float(ds['omega_max_K'][i] - ds['omega_max_K_ref'][i]):+.1f}",
+                f"{float(t['entropy'][i] - t['entropy_ref'][i]):+.2f}",
+                f"{float(t['free_energy'][i] - t['free_energy_ref'][i]):+.3f}",
+                f"{float(t['heat_capacity'][i] - t['heat_capacity_ref'][i]):+.3f}",
+                f"{float(ds['band_mae'][i]):.3f}",
+                "" if bool(ds["stable"][i]) else "[yellow]unstable",
+            )
+        m = metrics(ds)
+        if m:
+            table.add_section()
+            table.add_row(
+                "[bold]MAE",
+                f"{m['omega_max_K']:.1f}",
+                f"{m['entropy']:.2f}",
+                f"{m['free_energy']:.3f}",
+                f"{m['heat_capacity']:.3f}",
+                f"{m['band_mae']:.3f}",
+                "",
+            )
+        return table
+
+
+def run_phonons(
+    potential: Potential,
+    data: Dataset,
+    ids: Sequence[str],
+    settings: PhononSettings,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> Summary:
+    """Evaluate `ids` of `data` one by one, writing `out` after each; returns the final Dataset."""
+    out = Path(out)
+    rows: list[dict[str, Any]] = []
+    if resume and out.is_file():
+        previous = xr.load_dataset(out)
+        rows = [r for r in rows_from_dataset(previous) if r["material"] in set(ids)]
+    done = {r["material"] for r in rows}
+    todo = [i for i in ids if i not in done]
+
+    all_attrs = {
+        "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
+        "model_sha256": potential.sha256,
+        **settings.as_attrs(),
+        **(attrs or {}),
+    }
+
+    def save() -> xr.Dataset:
+        order = {m: k for k, m in enumerate(ids)}
+        ds = to_dataset(sorted(rows, key=lambda r: order[r["material"]]), np.asarray(settings.temperatures), all_attrs)
+        write_atomic(ds, out)
+        return ds
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    ds = None
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("phonons", total=len(ids), completed=len(done))
+        for material in todo:
+            bar.update(task, description=f"phonons: {material}")
+            try:
+                row = evaluate_material(data[material], potential, settings)
+            except Exception as err:  # one bad material must not stop the others
+                row = failed_row(material, f"{type(err).__name__}: {err}")
+            rows.append(row)
+            ds = save()
+            bar.advance(task)
+    return Summary(ds if ds is not None else save())
