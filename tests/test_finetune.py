@@ -108,12 +108,12 @@ def test_symmetry_sampling_has_the_uniform_expected_loss():
     assert 1 < len(classes) < 3 * len(atoms)
     sym = make_sampler("symmetry", len(atoms), classes)
     expected = sum(p * per_column[a, d] for a, d, p in zip(sym.atoms, sym.directions, sym.probabilities))
-    assert expected == pytest.approx(uniform, rel=1e-10)
+    assert expected == pytest.approx(uniform, rel=1e-6)  # float32 Hessian: classes agree to rounding
     cyc = make_sampler("cycle", len(atoms), classes)
     rng = np.random.default_rng(0)
     draws = [cyc.draw(rng) for _ in range(cyc.n_candidates)]
     assert len({(a, d) for a, d, _ in draws}) == cyc.n_candidates
-    assert np.mean([w * per_column[a, d] for a, d, w in draws]) == pytest.approx(uniform, rel=1e-10)
+    assert np.mean([w * per_column[a, d] for a, d, w in draws]) == pytest.approx(uniform, rel=1e-6)
     # and the Hessian MAE used for validation (class representatives) is the full one
     ex = Example("CuAu", atoms, 0.0, np.zeros((len(atoms), 3)), None, record.full_force_constants(), None, classes)
     assert hessian_mae(student, [ex]) == pytest.approx(uniform, rel=1e-5)
@@ -160,9 +160,10 @@ def test_cli_from_scratch_then_pft_with_symmetry_sampling(tmp_path):
     runner = CliRunner()
     scratch = tmp_path / "scratch.ckpt"
     res = runner.invoke(app, ["--init", str(arch), "--cotrain", str(tmp_path / "frames.extxyz"), "--cotrain-val", str(tmp_path / "val.extxyz"),
-                              "--epochs", "3", "--learning-rate", "3e-3", "--out", str(scratch), "--no-progress"])
+                              "--epochs", "6", "--learning-rate", "1e-2", "--out", str(scratch), "--no-progress"])
     assert res.exit_code == 0, res.output
     metrics = np.genfromtxt(scratch.with_suffix(".csv"), delimiter=",", names=True)
+    assert metrics["val_energy_mae"][-1] < 0.5 * metrics["val_energy_mae"][0]
     assert metrics["val_force_mae"][-1] < metrics["val_force_mae"][0]
 
     data = tmp_path / "cuau"

@@ -1,0 +1,122 @@
+"""The PFT loss: energy, forces, stress and one Hessian column per structure, from one pass.
+
+For each structure, one forward-mode JVP of the reverse-mode (energy, gradient) function along
+(v, 0) gives the energy, the forces, the virial and the Hessian-vector product H·v together, so
+the Hessian column costs one HVP and the Hessian is never materialised:
+
+    L = λE |Ê/N − E/N| + λF (1/N) Σ_a |F̂_a − F_a|² + λσ (1/9) Σ_ij |σ̂_ij − σ_ij| + λΦ (1/3N) Σ |Ĥv − Φv|
+
+(the seed's definitions). A batch is several structures padded to one shape and vmapped.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from phonon_eval.graph import Graph
+from phonon_eval.potential import Potential
+
+__all__ = ["Batch", "LossWeights", "structure_terms", "batch_loss"]
+
+
+class LossWeights(NamedTuple):
+    """λE, λF, λσ, λΦ (dynamic, so changing them does not recompile)."""
+
+    energy: float = 0.0
+    forces: float = 20.0
+    stress: float = 5.0
+    hessian: float = 100.0
+
+
+class Batch(eqx.Module):
+    """B structures padded to one shape. Targets are in eV, eV/Å, eV/Å³ and eV/Å².
+
+    Attributes:
+        graph: stacked Graph (arrays with a leading B axis).
+        positions: (B, n_nodes, 3); cell: (B, 3, 3); n_atoms: (B,) real atom counts.
+        energy: (B,); forces: (B, n_nodes, 3); stress: (B, 3, 3); has_stress: (B,) 0/1.
+        vector: (B, n_nodes, 3) unit vector of the sampled column (zeros: no column).
+        column: (B, n_nodes, 3) reference column Φ·v; column_weight: (B,) sampler weight.
+        mask: (B,) 1 for real structures, 0 for batch padding.
+    """
+
+    graph: Graph
+    positions: jax.Array
+    cell: jax.Array
+    n_atoms: jax.Array
+    energy: jax.Array
+    forces: jax.Array
+    stress: jax.Array
+    has_stress: jax.Array
+    vector: jax.Array
+    column: jax.Array
+    column_weight: jax.Array
+    mask: jax.Array
+
+
+def _predict(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array, vector: jax.Array | None):
+    """Energy, forces, stress and H·vector of one structure from one JVP over (value, grad).
+
+    Without a vector (upstream data) the JVP is skipped and H·vector is zero.
+    """
+
+    def energy(x):
+        r, strain = x
+        deform = jnp.eye(3, dtype=cell.dtype) + (strain + strain.T) / 2
+        return potential.energy(graph, r @ deform, cell @ deform)
+
+    value_and_grad = jax.value_and_grad(energy)
+    zero = jnp.zeros((3, 3), cell.dtype)
+    if vector is None:
+        e, (g, virial) = value_and_grad((positions, zero))
+        hv = jnp.zeros_like(positions)
+    else:
+        (e, (g, virial)), (_, (hv, _)) = jax.jvp(value_and_grad, ((positions, zero),), ((vector, zero),))
+    volume = jnp.abs(jnp.linalg.det(cell))
+    return e, -g, virial / volume, hv
+
+
+def structure_terms(
+    potential: Potential, graph: Graph, positions, cell, n_atoms, energy, forces, stress, vector, column, with_column=True
+):
+    """Per-structure loss terms (LE, LF, Lσ, LΦ), before weights."""
+    e, f, s, hv = _predict(potential, graph, positions, cell, vector if with_column else None)
+    node = graph.node_mask[:, None]
+    le = jnp.abs(e - energy) / n_atoms
+    lf = jnp.sum(jnp.where(node, (f - forces) ** 2, 0.0)) / n_atoms
+    ls = jnp.mean(jnp.abs(s - stress))
+    lphi = jnp.sum(jnp.where(node, jnp.abs(hv - column), 0.0)) / (3 * n_atoms)
+    return jnp.stack([le, lf, ls, lphi])
+
+
+def batch_loss(
+    potential: Potential, batch: Batch, weights: jax.Array, with_column: bool = True
+) -> tuple[jax.Array, jax.Array]:
+    """Weighted loss averaged over the real structures, and the mean terms (4,) for logging.
+
+    `with_column=False` (static) drops the HVP for batches without columns (co-training).
+    """
+    terms = jax.vmap(partial(structure_terms, with_column=with_column), in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+        potential,
+        batch.graph,
+        batch.positions,
+        batch.cell,
+        batch.n_atoms,
+        batch.energy,
+        batch.forces,
+        batch.stress,
+        batch.vector,
+        batch.column,
+    )  # (B, 4)
+    # a structure without stress data or without a column contributes no such term
+    terms = terms * jnp.stack(
+        [jnp.ones_like(batch.mask), jnp.ones_like(batch.mask), batch.has_stress, batch.column_weight], axis=1
+    )
+    n = jnp.maximum(batch.mask.sum(), 1.0)
+    mean_terms = (terms * batch.mask[:, None]).sum(axis=0) / n
+    return jnp.dot(mean_terms, weights), mean_terms

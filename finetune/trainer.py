@@ -1,0 +1,281 @@
+"""The PFT trainer: optax optimiser, EMA weights, co-training, validation and exact resume.
+
+One phonon step is followed by `cotrain_ratio` steps on upstream energy/force/stress data
+(the public configuration: 4), each with its own loss weights. Validation uses the EMA weights:
+the Hessian MAE of held-out records over all columns (exactly, from the class representatives
+weighted by multiplicity) and the energy/force MAE of held-out upstream frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from finetune.data import Batcher, Example
+from finetune.loss import LossWeights, batch_loss
+from phonon_eval.atomic import atomic_write
+from phonon_eval.checkpoint import save_potential
+from phonon_eval.potential import Potential, energy_forces_stress, hessian_columns
+
+__all__ = ["TrainConfig", "Trainer", "optimizer", "hessian_mae", "efs_mae"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters; defaults from the public PFT configuration where it has them."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # or "constant"
+    optimizer: str = "adamw"  # or "adam"
+    weight_decay: float = 1e-3
+    grad_clip_norm: float = 100.0
+    ema_decay: float = 0.999
+    sampler: str = "uniform"  # "symmetry" with --symmetry-sampling, or "cycle"
+    energy_weight: float = 0.0
+    force_weight: float = 20.0
+    stress_weight: float = 5.0
+    hessian_weight: float = 100.0
+    cotrain_ratio: int = 4
+    cotrain_energy_weight: float = 500.0
+    cotrain_force_weight: float = 200.0
+    cotrain_stress_weight: float = 50.0
+    cotrain_batch_size: int = 4
+    seed: int = 0
+
+    def phonon_weights(self) -> LossWeights:
+        return LossWeights(self.energy_weight, self.force_weight, self.stress_weight, self.hessian_weight)
+
+    def cotrain_weights(self) -> LossWeights:
+        return LossWeights(self.cotrain_energy_weight, self.cotrain_force_weight, self.cotrain_stress_weight, 0.0)
+
+
+def _decay_mask(params: Any) -> Any:
+    """Weight decay on weight matrices only (not norms, not reference energies)."""
+    return jax.tree.map(lambda x: x is not None and x.ndim >= 2, params, is_leaf=lambda x: x is None)
+
+
+@functools.lru_cache(maxsize=16)
+def optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Clip, then Adam/AdamW with warm-up and a cosine or constant schedule.
+
+    Cached: the step function is compiled per optimizer object, so equal settings share one.
+    """
+    if config.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0 if config.warmup_steps else config.learning_rate,
+            config.learning_rate,
+            config.warmup_steps,
+            max(total_steps, config.warmup_steps + 1),
+            end_value=0.0,
+        )
+    elif config.schedule == "constant":
+        schedule = optax.join_schedules(
+            [optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1)), optax.constant_schedule(config.learning_rate)],
+            [config.warmup_steps],
+        ) if config.warmup_steps else optax.constant_schedule(config.learning_rate)
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r} (cosine or constant)")
+    if config.optimizer == "adamw":
+        opt = optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
+    elif config.optimizer == "adam":
+        opt = optax.adam(schedule)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or adamw)")
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+
+
+def _params(potential: Potential):
+    return eqx.filter(potential, eqx.is_inexact_array)
+
+
+@eqx.filter_jit
+def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column):
+    def loss_fn(p):
+        return batch_loss(p, batch, weights, with_column)
+
+    (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(potential)
+    updates, opt_state = opt.update(grads, opt_state, _params(potential))
+    potential = eqx.apply_updates(potential, updates)
+    ema = jax.tree.map(
+        lambda e, p: decay * e + (1 - decay) * p if eqx.is_inexact_array(p) else e, ema, potential
+    )
+    return potential, opt_state, ema, loss, terms
+
+
+def hessian_mae(potential: Potential, examples: Sequence[Example]) -> float:
+    """Mean absolute error of the full Hessian over phonon examples, eV/Å².
+
+    Computed exactly from one HVP per column class: every member of a class has the same absolute
+    errors (signed permutations), so the full mean is the multiplicity-weighted mean.
+    """
+    maes = []
+    for ex in examples:
+        pairs = ex.classes.pairs()
+        cols = hessian_columns(potential, ex.atoms, pairs)
+        ref = np.stack([ex.force_constants[:, a, :, d] for a, d in pairs])
+        per_class = np.abs(cols - ref).mean(axis=(1, 2))
+        maes.append(float(np.dot(per_class, ex.classes.multiplicity) / ex.classes.multiplicity.sum()))
+    return float(np.mean(maes)) if maes else float("nan")
+
+
+def efs_mae(potential: Potential, examples: Sequence[Example]) -> tuple[float, float]:
+    """(energy MAE per atom in eV/atom, force MAE per component in eV/Å) over upstream examples."""
+    de, df = [], []
+    for ex in examples:
+        e, f, _ = energy_forces_stress(potential, ex.atoms)
+        de.append(abs(e - ex.energy) / len(ex.atoms))
+        df.append(np.abs(f - ex.forces).mean())
+    return (float(np.mean(de)), float(np.mean(df))) if de else (float("nan"), float("nan"))
+
+
+class Trainer:
+    """Holds the state of a run; `run` trains, validates each epoch, checkpoints, and resumes.
+
+    Args:
+        potential: the starting potential (its parameters are trained).
+        config: hyperparameters.
+        train: phonon training examples.
+        val: phonon validation examples.
+        cotrain, cotrain_val: upstream energy/force/stress examples (may be empty).
+    """
+
+    def __init__(
+        self,
+        potential: Potential,
+        config: TrainConfig,
+        train: Sequence[Example],
+        val: Sequence[Example] = (),
+        cotrain: Sequence[Example] = (),
+        cotrain_val: Sequence[Example] = (),
+    ):
+        self.config = config
+        self.train = Batcher(potential, train, config.batch_size) if train else None
+        self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if cotrain else None
+        self.val, self.cotrain_val = list(val), list(cotrain_val)
+        if self.train is None and self.cotrain is None:
+            raise ValueError("nothing to train on: no phonon and no upstream examples")
+        self.steps_per_epoch = self._batches_per_epoch()
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.opt = optimizer(config, self.total_steps)
+        self.potential = potential
+        self.ema = potential
+        self.opt_state = self.opt.init(_params(potential))
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def _batches_per_epoch(self) -> int:
+        if self.train is not None:
+            n = sum(math.ceil(len(m) / self.config.batch_size) for m in self.train.groups.values())
+            return n * (1 + (self.config.cotrain_ratio if self.cotrain else 0))
+        return sum(math.ceil(len(m) / self.config.cotrain_batch_size) for m in self.cotrain.groups.values())
+
+    def _run_batch(self, batcher: Batcher, indices: list[int], weights: LossWeights) -> tuple[float, np.ndarray]:
+        batch = batcher.make(indices, self.rng)
+        dtype = batch.positions.dtype
+        self.potential, self.opt_state, self.ema, loss, terms = _step(
+            self.potential, self.opt_state, self.ema, batch, jnp.asarray(weights, dtype),
+            jnp.asarray(self._ema_decay(), dtype), self.opt, batcher.has_columns,
+        )
+        self.step += 1
+        return float(loss), np.asarray(terms)
+
+    def _ema_decay(self) -> float:
+        # ramped so that a short run's EMA is not stuck at the initial weights
+        return min(self.config.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+
+    def _cotrain_batches(self):
+        while True:
+            yield from self.cotrain.epoch(self.rng)
+
+    def train_epoch(self, on_step: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+        """One epoch; returns mean losses and the spread of the per-step column loss."""
+        losses, column_losses = [], []
+        cfg = self.config
+        co = self._cotrain_batches() if self.cotrain is not None else None
+        main = self.train if self.train is not None else self.cotrain
+        main_weights = cfg.phonon_weights() if self.train is not None else cfg.cotrain_weights()
+        for indices in main.epoch(self.rng):
+            loss, terms = self._run_batch(main, indices, main_weights)
+            losses.append(loss)
+            column_losses.append(terms[3])
+            if on_step:
+                on_step({"loss": loss, "column_loss": float(terms[3])})
+            if co is not None and self.train is not None:
+                for _ in range(cfg.cotrain_ratio):
+                    loss_c, _ = self._run_batch(self.cotrain, next(co), cfg.cotrain_weights())
+                    if on_step:
+                        on_step({"loss": loss_c, "column_loss": float("nan")})
+        column_losses = np.asarray(column_losses)
+        return {
+            "train_loss": float(np.mean(losses)),
+            "column_loss_mean": float(column_losses.mean()),
+            "column_loss_std": float(column_losses.std()),
+        }
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics of the EMA weights."""
+        e_mae, f_mae = efs_mae(self.ema, self.cotrain_val)
+        return {"val_hessian_mae": hessian_mae(self.ema, self.val), "val_energy_mae": e_mae, "val_force_mae": f_mae}
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_state(self, path: str | Path) -> None:
+        """Everything needed to continue exactly: parameters, optimiser state, EMA, RNG, step."""
+        buf = io.BytesIO()
+        eqx.tree_serialise_leaves(buf, (self.potential, self.opt_state, self.ema))
+        header = {
+            "format": "pft-train-state",
+            "step": self.step,
+            "epoch": self.epoch,
+            "rng": self.rng.bit_generator.state,
+            "config": dataclasses.asdict(self.config),
+            "history": self.history,
+        }
+        atomic_write(path, json.dumps(header, default=_json_default).encode() + b"\n" + buf.getvalue())
+
+    def load_state(self, path: str | Path) -> None:
+        """Continue from `save_state` output (the run's examples must be the same)."""
+        raw = Path(path).read_bytes()
+        line, _, body = raw.partition(b"\n")
+        header = json.loads(line)
+        if header.get("format") != "pft-train-state":
+            raise ValueError(f"{path}: not a training state file")
+        if header["config"] != json.loads(json.dumps(dataclasses.asdict(self.config), default=_json_default)):
+            raise ValueError(f"{path}: saved with a different training configuration")
+        self.potential, self.opt_state, self.ema = eqx.tree_deserialise_leaves(
+            io.BytesIO(body), (self.potential, self.opt_state, self.ema)
+        )
+        self.step, self.epoch, self.history = header["step"], header["epoch"], header["history"]
+        self.rng.bit_generator.state = header["rng"]
+
+    def save_model(self, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
+        """The EMA weights as a model.ckpt."""
+        prov = {"training_config": dataclasses.asdict(self.config), "step": self.step, "epoch": self.epoch}
+        if self.history:
+            prov["last_metrics"] = self.history[-1]
+        prov.update(provenance or {})
+        save_potential(path, self.ema, prov)
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    raise TypeError(f"cannot serialise {type(x).__name__}")
