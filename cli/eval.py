@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from cli.common import EXIT_USAGE, console, err_console, fail, not_landed, reported, version_callback
+from cli.common import EXIT_USAGE, console, err_console, fail, reported, version_callback
 
 app = typer.Typer(
     name="pft-eval",
@@ -166,9 +166,79 @@ def phonons(
 
 
 @app.command()
-def kappa(model: ModelArg) -> None:
-    """Lattice thermal conductivity with phono3py and κ_SRME vs DFT (not landed yet)."""
-    not_landed("pft-eval kappa", "issue 5")
+def kappa(
+    model: ModelArg,
+    structures: Annotated[Optional[Path], typer.Option(help="Matbench Discovery structures (extxyz; info: mp_id, fc2_supercell, fc3_supercell, q_mesh).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Matbench Discovery DFT κ reference (pandas JSON, may be gzipped); with --structures.")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder of phono3py records (DFT fc3 forces) plus split.json.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --dataset to evaluate.")] = "test",
+    materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split, or a subset of --structures).")] = None,
+    out: Annotated[Path, typer.Option(help="Results netCDF, written atomically after every material.")] = Path("kappa.nc"),
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out and do the rest.")] = False,
+    relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first.")] = True,
+    fmax: Annotated[float, typer.Option(help="Relaxation force threshold, eV/Å.")] = 1e-4,
+    relax_steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 300,
+    displacement: Annotated[float, typer.Option(help="Finite-displacement amplitude of the fc2 and fc3 supercells, Å.")] = 0.03,
+    mesh: Annotated[Optional[str], typer.Option(help="q-point mesh, e.g. 19 or '19 19 19' (default: each structure's q_mesh; required with --dataset).")] = None,
+    temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "300",
+    method: Annotated[str, typer.Option(help="rta, wigner (Matbench Discovery) or lbte.")] = "wigner",
+    isotope: Annotated[bool, typer.Option("--isotope/--no-isotope", help="Include isotope scattering.")] = True,
+    workers: Annotated[int, typer.Option(help="Parallel workers (more than 1 arrives with the Dask scale-out, issue 9).")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Thermal conductivity with phono3py vs DFT (Matbench Discovery κ task): relax, fc2 and fc3
+    from the model with all displaced supercells batched, κ, and SRD, SRE, SRME per material;
+    saved as an xarray Dataset (netCDF) with the metrics printed as a table."""
+    from phonon_eval.checkpoint import CheckpointError, load_potential
+    from phonon_eval.datasets import Dataset, DatasetError
+    from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
+    from phonon_eval.kappa_results import run_kappa
+    from phonon_eval.records import RecordError
+
+    if workers != 1:
+        fail("--workers > 1 needs the Dask scale-out (issue 9), which has not landed yet", EXIT_USAGE)
+    if (structures is None) == (dataset is None) or (structures is None) != (reference is None):
+        fail("give either --structures with --reference (Matbench Discovery files), or --dataset", EXIT_USAGE)
+    if dataset is not None and mesh is None:
+        fail("records carry no q-point mesh: give --mesh with --dataset", EXIT_USAGE)
+    try:
+        settings = KappaSettings(
+            relax=relax,
+            fmax=fmax,
+            relax_steps=relax_steps,
+            displacement=displacement,
+            mesh=None if mesh is None else _parse_mesh(mesh),
+            temperatures=_parse_temperatures(temperatures),
+            method=method,
+            isotope=isotope,
+        )
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
+    with reported(CheckpointError, OSError):
+        potential = load_potential(model)
+    wanted = materials.split(",") if materials else None
+    with reported(KappaInputError, DatasetError, RecordError, OSError):
+        if structures is not None:
+            by_id = {m.id: m for m in read_matbench(structures, reference)}
+            ids = wanted or list(by_id)
+            load = by_id.__getitem__
+            inputs = {"structures": str(structures), "reference": str(reference)}
+        else:
+            data = Dataset(dataset)
+            ids = wanted or data.split(split)
+            load = lambda i: KappaMaterial.from_record(data[i])  # noqa: E731
+            inputs = {"dataset": str(dataset), "split": "" if materials else split}
+        missing = [i for i in ids if i not in (by_id if structures is not None else data)]
+        if missing:
+            raise DatasetError(f"materials not in the input: {', '.join(missing)}")
+    summary = run_kappa(
+        potential, load, ids, settings, out, resume=resume, progress=progress, console=err_console,
+        attrs={"model": str(model), **inputs},
+    )
+    console.print(summary.table())
+    console.print(f"wrote {out}")
+    if (summary.dataset["status"] == "failed").all():
+        fail(f"every material failed ({len(ids)})")
 
 
 @app.command()

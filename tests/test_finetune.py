@@ -185,3 +185,28 @@ def test_cli_from_scratch_then_pft_with_symmetry_sampling(tmp_path):
 def test_cli_refuses_bad_usage(tmp_path):
     res = CliRunner().invoke(app, ["--out", str(tmp_path / "x.ckpt")])
     assert res.exit_code == 2 and "--model" in res.output
+
+
+@pytest.mark.slow
+def test_pft_on_mp149_moves_nequix_toward_dft(tmp_path):
+    """Issue 6: fine-tuning nequix-mp-1 on Si mp-149 lowers its Hessian MAE and moves S, F, C_V toward DFT."""
+    from conftest import shared_file
+    from phonon_eval.phonons import PhononSettings, evaluate_material
+
+    from finetune.data import phonon_examples
+
+    record = pe.read_record(shared_file("data/mdr/mp-149.yaml"))
+    start = pe.load_potential(shared_file("models/nequix-mp-1.nqx"))
+    examples = phonon_examples([record], "symmetry")
+    cfg = TrainConfig(epochs=12, batch_size=1, learning_rate=1e-4, schedule="constant", ema_decay=0.0, cotrain_ratio=0)
+    trainer = Trainer(start, cfg, examples, examples)
+    before = trainer.validate()["val_hessian_mae"]
+    for _ in range(cfg.epochs):
+        trainer.train_epoch()
+    after = trainer.validate()["val_hessian_mae"]
+    assert after < before
+    settings = PhononSettings(temperatures=(0.0, 300.0), band_points=11)
+    row0 = evaluate_material(record, start, settings)
+    row1 = evaluate_material(record, trainer.ema, settings)
+    for key in ("entropy", "free_energy", "heat_capacity"):
+        assert abs(row1[key][1] - row1[key + "_ref"][1]) < abs(row0[key][1] - row0[key + "_ref"][1]), key

@@ -1,0 +1,159 @@
+"""PFT step cost on the Si 64-atom supercell (mp-149) with the seed's small model.
+
+Per-step time and memory of three training steps with the same optimiser: a plain force step
+(energy/forces/stress loss), the HVP step (one Hessian column per structure, the PFT loss) and
+the full-Hessian step (jacfwd over the gradient, the loss the seed starts from). The full-Hessian
+step is only compiled, not run, where XLA's own memory estimate exceeds `--max-gb`; its estimate
+is printed either way. Ratios are measured in this one run.
+
+With --sampling: the validation Hessian MAE curves of uniform, symmetry-weighted and cycling
+column sampling on the built-in EMT records (several seeds), and steps to a common target.
+
+    python benchmarks/finetune.py [--steps 5] [--max-gb 8]
+    python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+# this script's name would shadow the `finetune` package: take its folder off the path
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import phonon_eval as pe
+from finetune.data import Batcher, phonon_examples
+from finetune.loss import LossWeights, batch_loss
+from phonon_eval.derivatives import hessian
+from phonon_eval.potential import _inputs
+
+_spec = importlib.util.spec_from_file_location("_common", _HERE / "_common.py")
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+peak_rss_mb, shared_dir = _common.peak_rss_mb, _common.shared_dir
+
+SMALL = dict(cutoff=5.0, hidden_irreps="32x0e + 32x1o + 32x2e", lmax=3, n_layers=3, radial_basis_size=8, radial_mlp_size=64, radial_mlp_layers=2)
+
+
+def _memory_gb(compiled) -> float:
+    m = compiled.compiled.memory_analysis()  # equinox wraps the jax.stages.Compiled
+    if m is None:
+        return float("nan")
+    return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / 1e9
+
+
+def sampling(epochs: int, seeds: int) -> None:
+    """Validation Hessian MAE per epoch for uniform, symmetry and cycle sampling on data/emt."""
+    from finetune.trainer import TrainConfig, Trainer
+
+    data = pe.Dataset(_HERE.parent / "data" / "emt")
+    train = [data[i] for i in data.split("train")]
+    val = phonon_examples([data[i] for i in data.split("val")])
+    numbers = sorted({int(z) for r in train + [data[i] for i in data.split("val")] for z in r.unitcell.numbers})
+    config = pe.NequixConfig(atomic_numbers=tuple(numbers), cutoff=4.5, hidden_irreps="16x0e + 8x1o + 4x2e", lmax=2,
+                             n_layers=2, radial_basis_size=8, radial_mlp_size=32, avg_n_neighbors=40.0)
+    curves: dict[str, list[list[float]]] = {}
+    for kind in ("uniform", "symmetry", "cycle"):
+        examples = phonon_examples(train, kind)
+        for seed in range(seeds):
+            start = pe.Potential(model=pe.Nequix(config, key=jax.random.key(seed)), atomic_numbers=config.atomic_numbers, cutoff=4.5)
+            cfg = TrainConfig(epochs=epochs, batch_size=3, learning_rate=3e-3, schedule="constant", ema_decay=0.0,
+                              force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed)
+            trainer = Trainer(start, cfg, examples, val)
+            curve = [trainer.validate()["val_hessian_mae"]]
+            for _ in range(epochs):
+                trainer.train_epoch()
+                curve.append(trainer.validate()["val_hessian_mae"])
+            curves.setdefault(kind, []).append(curve)
+    steps_per_epoch = trainer.steps_per_epoch
+    mean = {k: np.mean(v, axis=0) for k, v in curves.items()}
+    target = 1.1 * max(m.min() for m in mean.values())
+    print(f"validation Hessian MAE (eV/Å²) on data/emt val, mean of {seeds} seeds, {steps_per_epoch} steps per epoch")
+    print("epoch " + " ".join(f"{k:>9s}" for k in mean))
+    for e in range(epochs + 1):
+        print(f"{e:5d} " + " ".join(f"{mean[k][e]:9.4f}" for k in mean))
+    reach = {k: next((e * steps_per_epoch for e, v in enumerate(m) if v <= target), None) for k, m in mean.items()}
+    print(f"steps to reach {target:.4f}: " + ", ".join(f"{k} {v}" for k, v in reach.items()))
+    if reach["uniform"] and reach["symmetry"]:
+        print(f"steps-to-target symmetry / uniform = {reach['symmetry'] / reach['uniform']:.2f}; cycle / uniform = "
+              f"{(reach['cycle'] or float('nan')) / reach['uniform']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--max-gb", type=float, default=8.0, help="run the full-Hessian step only below this estimate")
+    parser.add_argument("--sampling", action="store_true", help="compare column samplers on data/emt instead")
+    parser.add_argument("--epochs", type=int, default=8, help="with --sampling")
+    parser.add_argument("--seeds", type=int, default=3, help="with --sampling")
+    args = parser.parse_args()
+    if args.sampling:
+        sampling(args.epochs, args.seeds)
+        return
+    shared = shared_dir()
+    record = pe.read_record(shared / "data" / "mdr" / "mp-149.yaml")
+    config = pe.NequixConfig(atomic_numbers=(14,), avg_n_neighbors=20.0, **SMALL)
+    potential = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(14,), cutoff=5.0)
+    n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(potential, eqx.is_inexact_array)))
+    ex = phonon_examples([record])[0]
+    batch = Batcher(potential, [ex], 1).make([0], np.random.default_rng(0))
+    opt = optax.adam(3e-3)
+    params = eqx.filter(potential, eqx.is_inexact_array)
+    state = opt.init(params)
+
+    def step_of(loss_fn):
+        @eqx.filter_jit
+        def step(p, s):
+            loss, grads = eqx.filter_value_and_grad(loss_fn)(p)
+            updates, s = opt.update(grads, s, eqx.filter(p, eqx.is_inexact_array))
+            return eqx.apply_updates(p, updates), s, loss
+
+        return step
+
+    force_w = jnp.asarray(LossWeights(1.0, 20.0, 5.0, 0.0))
+    pft_w = jnp.asarray(LossWeights(0.0, 20.0, 5.0, 100.0))
+    steps = {
+        "force step": step_of(lambda p: batch_loss(p, batch, force_w, False)[0]),
+        "HVP step": step_of(lambda p: batch_loss(p, batch, pft_w, True)[0]),
+    }
+    graph, r, cell = _inputs(potential, ex.atoms, None)
+    n = graph.n_nodes
+    ref = jnp.asarray(np.pad(ex.force_constants, ((0, n - 64), (0, n - 64), (0, 0), (0, 0))))
+    steps["full-Hessian step"] = step_of(lambda p: jnp.abs(hessian(p.energy_fn(graph), r, cell) - ref).mean())
+
+    print(f"Si {len(ex.atoms)} atoms, small Nequix ({n_params:,} parameters), {args.steps} steps each")
+    times = {}
+    for name, step in steps.items():
+        t = time.perf_counter()
+        compiled = step.lower(potential, state).compile() if hasattr(step, "lower") else None
+        estimate = _memory_gb(compiled) if compiled is not None else float("nan")
+        compile_s = time.perf_counter() - t
+        if name == "full-Hessian step" and estimate > args.max_gb:
+            print(f"{name:18s}: XLA memory estimate {estimate:8.2f} GB > --max-gb, not run (compile {compile_s:.1f} s)")
+            continue
+        p, s, _ = step(potential, state)  # warm-up
+        jax.block_until_ready(p)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            p, s, loss = step(p, s)
+        jax.block_until_ready(loss)
+        times[name] = (time.perf_counter() - t) / args.steps
+        print(f"{name:18s}: {times[name] * 1e3:9.1f} ms/step   XLA memory estimate {estimate:8.3f} GB")
+    print(f"HVP step / force step = {times['HVP step'] / times['force step']:.2f}")
+    if "full-Hessian step" in times:
+        print(f"full-Hessian step / HVP step = {times['full-Hessian step'] / times['HVP step']:.1f}")
+    print(f"peak memory (RSS): {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""κ results as an xarray Dataset (CF conventions), and the run over many materials.
+
+Dimensions: `material`, `temperature`, `i`/`j` (Cartesian, for the κ tensor), `axis` (reciprocal
+axes, for q-meshes and q-points), `band`, and the flat ragged `qpoint` for the mode data on each
+material's irreducible q-points: the CF "contiguous ragged array" form, `qpoint_count[material]`
+consecutive q-points per material (`sample_dimension` attribute). Bands beyond a material's
+3·n_primitive are NaN. Materials without a model κ carry the Matbench penalty (SRME = SRE = 2,
+SRD = -2) and no mode data.
+
+`run_kappa` evaluates materials one by one and rewrites the results file atomically after each,
+so a crash loses at most the material in flight and `resume=True` skips what the file holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
+from phonon_eval.potential import Potential
+from phonon_eval.results import failed_row, write_atomic
+from phonon_eval.runner import software_versions
+
+__all__ = ["PER_MATERIAL", "PER_QPOINT", "KappaSummary", "metrics", "rows_from_dataset", "run_kappa", "to_dataset"]
+
+NAN = float("nan")
+T = ("temperature",)
+
+# name -> (dims after `material`, units, long_name, fill for a material without it)
+PER_MATERIAL: dict[str, tuple[tuple[str, ...], str, str, Any]] = {
+    "kappa": (T, "W/m-K", "lattice thermal conductivity, mean of the diagonal of the tensor (model)", NAN),
+    "kappa_ref": (T, "W/m-K", "lattice thermal conductivity, mean of the diagonal of the tensor (DFT reference)", NAN),
+    "kappa_tensor": (T + ("i", "j"), "W/m-K", "lattice thermal conductivity tensor (model)", NAN),
+    "kappa_tensor_ref": (T + ("i", "j"), "W/m-K", "lattice thermal conductivity tensor (DFT reference; NaN when the reference gives only the mean)", NAN),
+    "srd": (T, "1", "symmetric relative difference 2 (κ - κ_ref) / (κ + κ_ref); -2 without a model κ", PENALTY["srd"]),
+    "sre": (T, "1", "symmetric relative error |SRD|; 2 without a model κ", PENALTY["sre"]),
+    "srme": (T, "1", "mode-resolved symmetric relative mean error (Matbench Discovery κ_SRME); 2 without a model κ", PENALTY["srme"]),
+    "q_mesh": (("axis",), "1", "q-point sampling mesh", -1),
+    "formula": ((), "1", "reduced chemical formula", ""),
+    "n_primitive_atoms": ((), "1", "atoms in the primitive cell", -1),
+    "n_supercell_atoms": ((), "1", "atoms in the fc3 supercell", -1),
+    "n_fc2_supercells": ((), "1", "displaced fc2 supercells (0: fc2 from the fc3 displacements)", -1),
+    "n_fc3_supercells": ((), "1", "displaced fc3 supercells", -1),
+    "space_group_number": ((), "1", "space-group number of the input structure", -1),
+    "space_group_number_relaxed": ((), "1", "space-group number after relaxation with the model", -1),
+    "relax_steps": ((), "1", "relaxation steps taken", -1),
+    "relax_converged": ((), "1", "relaxation reached the force threshold (1) or ran out of steps (0)", -1),
+    "volume": ((), "Å^3", "unit-cell volume after relaxation with the model", NAN),
+    "volume_input": ((), "Å^3", "unit-cell volume of the input structure", NAN),
+    "min_frequency": ((), "THz", "lowest phonon frequency on the q-mesh, acoustic modes at Γ excluded (model)", NAN),
+    "time_reference": ((), "s", "wall time of the reference (read, or phono3py on the DFT forces)", NAN),
+    "time_relax": ((), "s", "wall time of the relaxation", NAN),
+    "time_setup": ((), "s", "wall time of phono3py's set-up and displacements", NAN),
+    "time_fc2": ((), "s", "wall time of the forces of the displaced fc2 supercells", NAN),
+    "time_fc3": ((), "s", "wall time of the forces of the displaced fc3 supercells", NAN),
+    "time_force_constants": ((), "s", "wall time of phono3py's fc2 and fc3 from the forces", NAN),
+    "time_conductivity": ((), "s", "wall time of the phonon check and the conductivity solution", NAN),
+}
+
+# name -> (dims, units, long_name) of the ragged mode data; `qpoint` is the sample dimension
+MODE_KAPPA = "mode contribution to κ, mean of the diagonal, summed over the q-point's star (phono3py's mode_kappa: κ = Σ mode_kappa / Σ weight)"
+PER_QPOINT: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "qpoint_coordinates": (("qpoint", "axis"), "1", "irreducible q-point, reduced coordinates of the primitive reciprocal cell"),
+    "weight": (("qpoint",), "1", "number of mesh points the q-point stands for"),
+    "frequency": (("qpoint", "band"), "THz", "phonon frequency (model)"),
+    "frequency_ref": (("qpoint", "band"), "THz", "phonon frequency (DFT reference; NaN where not given)"),
+    "mode_kappa": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (model)"),
+    "mode_kappa_ref": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (DFT reference; NaN where q-points differ)"),
+}
+STRINGS = {
+    "status": "ok, unstable, symmetry broken or failed",
+    "error": "why the material failed or has no model κ ('' if ok)",
+    "note": "remark on a material that is ok, e.g. why SRME is not computed ('' if none)",
+}
+
+
+def _dtype(fill: Any) -> type:
+    return object if isinstance(fill, str) else np.int64 if isinstance(fill, int) else float
+
+
+def to_dataset(
+    rows: Iterable[dict[str, Any]], temperatures: Sequence[float], attrs: dict[str, Any] | None = None
+) -> xr.Dataset:
+    """Build the results Dataset from result rows (any status), in the order given.
+
+    Args:
+        rows: from `kappa.evaluate_material` or `results.failed_row`.
+        temperatures: (T,) K, the temperatures of every row.
+        attrs: global attributes to add (settings, versions, inputs).
+    """
+    rows = list(rows)
+    temperatures = np.asarray(temperatures, dtype=float)
+    sizes = {"temperature": len(temperatures), "i": 3, "j": 3, "axis": 3}
+    data: dict[str, Any] = {}
+    for name, (dims, units, long, fill) in PER_MATERIAL.items():
+        shape = (len(rows),) + tuple(sizes[d] for d in dims)
+        values = np.full(shape, fill, dtype=_dtype(fill))
+        for k, r in enumerate(rows):
+            if name in r:
+                values[k] = r[name]
+        data[name] = (("material",) + dims, values, {"units": units, "long_name": long})
+    for name, long in STRINGS.items():
+        values = np.asarray([r.get(name, "") for r in rows], dtype=object)
+        data[name] = (("material",), values, {"long_name": long})
+
+    moded = [r for r in rows if "weight" in r]
+    counts = np.asarray([len(r["weight"]) if "weight" in r else 0 for r in rows], dtype=np.int64)
+    n_bands = max([r["frequency"].shape[1] for r in moded], default=0)
+    long = "number of irreducible q-points of each material"
+    data["qpoint_count"] = (("material",), counts, {"long_name": long, "sample_dimension": "qpoint"})
+    sizes["band"] = n_bands
+    for name, (dims, units, long) in PER_QPOINT.items():
+        axis = dims.index("qpoint")
+        parts = [np.asarray(r[name]) for r in moded]
+        if "band" in dims:  # pad the bands of smaller primitive cells with NaN
+            parts = [_pad_bands(p, n_bands) for p in parts]
+        if parts:
+            values = np.concatenate(parts, axis=axis)
+        else:
+            shape = tuple(0 if d == "qpoint" else sizes[d] for d in dims)
+            values = np.zeros(shape, dtype=np.int64 if name == "weight" else float)
+        data[name] = (dims, values, {"units": units, "long_name": long})
+
+    ds = xr.Dataset(
+        data,
+        coords={
+            "material": ("material", np.asarray([r["material"] for r in rows], dtype=object), {"long_name": "material id"}),
+            "temperature": ("temperature", temperatures, {"units": "K", "long_name": "temperature"}),
+            "i": ("i", np.asarray(["x", "y", "z"], dtype=object), {"long_name": "Cartesian direction (tensor row)"}),
+            "j": ("j", np.asarray(["x", "y", "z"], dtype=object), {"long_name": "Cartesian direction (tensor column)"}),
+            "band": ("band", np.arange(n_bands), {"long_name": "band index, ascending frequency"}),
+        },
+    )
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    ds.attrs.update(
+        {
+            "Conventions": "CF-1.8",
+            "title": "Lattice thermal conductivity of a potential against DFT (phono3py)",
+            "history": f"{now} pft-eval kappa",
+        }
+    )
+    ds.attrs.update(attrs or {})
+    return ds
+
+
+def _pad_bands(values: np.ndarray, n_bands: int) -> np.ndarray:
+    """(..., B) -> (..., n_bands), NaN beyond B."""
+    width = [(0, 0)] * (values.ndim - 1) + [(0, n_bands - values.shape[-1])]
+    return np.pad(values.astype(float), width, constant_values=np.nan)
+
+
+def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """The result rows a Dataset was built from (for resume)."""
+    rows = []
+    start = 0
+    for k, material in enumerate(ds["material"].values):
+        count = int(ds["qpoint_count"][k])
+        status, error = str(ds["status"][k].values), str(ds["error"][k].values)
+        if status == "failed":
+            rows.append(failed_row(str(material), error))
+            continue
+        note = str(ds["note"][k].values)
+        row: dict[str, Any] = {"material": str(material), "status": status, "error": error, "note": note}
+        for name in PER_MATERIAL:
+            value = ds[name].values[k]
+            row[name] = value.item() if np.ndim(value) == 0 else value
+        if count:
+            bands = 3 * int(row["n_primitive_atoms"])
+            cut = {"qpoint": slice(start, start + count), "band": slice(0, bands)}
+            for name, (dims, _, _) in PER_QPOINT.items():
+                row[name] = ds[name].values[tuple(cut.get(d, slice(None)) for d in dims)]
+        rows.append(row)
+        start += count
+    return rows
+
+
+def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
+    """Counts per status and the means over materials of SRD, SRE and SRME at `temperature`.
+
+    As in Matbench Discovery, materials without a model κ count with SRME = SRE = 2; materials
+    whose SRME could not be computed (NaN: reference on other q-points) are left out of its mean.
+    """
+    at = ds.sel(temperature=temperature)
+    status = ds["status"].values
+    srme_values = at["srme"].values
+    return {
+        "n_materials": len(status),
+        **{f"n_{s.replace(' ', '_')}": int((status == s).sum()) for s in ("ok", "unstable", "symmetry broken", "failed")},
+        "srd": float(np.nanmean(at["srd"].values)) if len(status) else NAN,
+        "sre": float(np.nanmean(at["sre"].values)) if len(status) else NAN,
+        "srme": float(np.nanmean(srme_values)) if np.isfinite(srme_values).any() else NAN,
+        "n_srme": int(np.isfinite(srme_values).sum()),
+    }
+
+
+@dataclasses.dataclass
+class KappaSummary:
+    dataset: xr.Dataset
+
+    @property
+    def n_ok(self) -> int:
+        return int((self.dataset["status"] == "ok").sum())
+
+    def table(self, temperature: float = 300.0) -> Table:
+        """Per-material κ and errors at `temperature`, reasons for the rest, and the means."""
+        ds = self.dataset
+        at = ds.sel(temperature=temperature)
+        m = metrics(ds, temperature)
+        title = (
+            f"κ at {temperature:g} K vs DFT ({m['n_ok']} ok, {m['n_unstable']} unstable, "
+            f"{m['n_symmetry_broken']} symmetry broken, {m['n_failed']} failed)"
+        )
+        table = Table(title=title, caption="κ in W/m-K (mean of the diagonal); SRME = SRE = 2 without a model κ (Matbench Discovery)")
+        for col in ["material", "κ", "κ_ref", "SRD", "SRE", "SRME", "note"]:
+            table.add_column(col, justify="left" if col in ("material", "note") else "right")
+        colour = {"unstable": "yellow", "symmetry broken": "yellow", "failed": "red"}
+        for k, material in enumerate(ds["material"].values):
+            status = str(ds["status"][k].values)
+            note = str(ds["note"][k].values) if status == "ok" else f"[{colour[status]}]{status}: {ds['error'][k].values}"
+            cells = [float(at[v][k]) for v in ("kappa", "kappa_ref", "srd", "sre", "srme")]
+            formats = ["{:.2f}", "{:.2f}", "{:+.3f}", "{:.3f}", "{:.3f}"]
+            table.add_row(str(material), *("" if np.isnan(c) else f.format(c) for f, c in zip(formats, cells)), note)
+        table.add_section()
+        table.add_row("[bold]mean", "", "", f"{m['srd']:+.3f}", f"{m['sre']:.3f}", f"{m['srme']:.3f}", "")
+        return table
+
+
+def run_kappa(
+    potential: Potential,
+    load: Callable[[str], KappaMaterial],
+    ids: Sequence[str],
+    settings: KappaSettings,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> KappaSummary:
+    """Evaluate the materials `ids` one by one, writing `out` after each.
+
+    Args:
+        potential: the potential.
+        load: material id -> KappaMaterial (may raise: the material is then recorded as failed).
+        ids: material ids, in the order of the results.
+        settings: the protocol.
+        out: results netCDF, rewritten atomically after every material.
+        resume: keep the materials of `ids` already in `out` and evaluate only the rest.
+        progress: show a progress bar on `console`.
+        attrs: global attributes to add (inputs).
+
+    Returns:
+        The summary of the final Dataset.
+    """
+    out = Path(out)
+    rows: list[dict[str, Any]] = []
+    if resume and out.is_file():
+        rows = [r for r in rows_from_dataset(xr.load_dataset(out)) if r["material"] in set(ids)]
+    done = {r["material"] for r in rows}
+    all_attrs = {
+        "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
+        "model_sha256": potential.sha256,
+        **settings.as_attrs(),
+        **(attrs or {}),
+    }
+    order = {m: k for k, m in enumerate(ids)}
+
+    def save() -> xr.Dataset:
+        ds = to_dataset(sorted(rows, key=lambda r: order[r["material"]]), settings.temperatures, all_attrs)
+        write_atomic(ds, out)
+        return ds
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    ds = None
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("kappa", total=len(ids), completed=len(done))
+        for material in [i for i in ids if i not in done]:
+            bar.update(task, description=f"kappa: {material}")
+            try:
+                row = evaluate_material(load(material), potential, settings)
+            except Exception as err:  # one bad material must not stop the others
+                row = failed_row(material, f"{type(err).__name__}: {err}")
+            rows.append(row)
+            ds = save()
+            bar.advance(task)
+    return KappaSummary(ds if ds is not None else save())
