@@ -193,7 +193,6 @@ def kappa(
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
-    from phonon_eval.records import RecordError
 
     if workers != 1:
         fail("--workers > 1 needs the Dask scale-out (issue 9), which has not landed yet", EXIT_USAGE)
@@ -216,19 +215,18 @@ def kappa(
         fail(str(err), EXIT_USAGE)
     with reported(CheckpointError, OSError):
         potential = load_potential(model)
-    wanted = materials.split(",") if materials else None
-    with reported(KappaInputError, DatasetError, RecordError, OSError):
+    with reported(KappaInputError, DatasetError, OSError):
         if structures is not None:
             by_id = {m.id: m for m in read_matbench(structures, reference)}
-            ids = wanted or list(by_id)
-            load = by_id.__getitem__
+            known, load = by_id, by_id.__getitem__
+            ids = materials.split(",") if materials else list(by_id)
             inputs = {"structures": str(structures), "reference": str(reference)}
         else:
             data = Dataset(dataset)
-            ids = wanted or data.split(split)
-            load = lambda i: KappaMaterial.from_record(data[i])  # noqa: E731
+            known, load = data, lambda i: KappaMaterial.from_record(data[i])
+            ids = materials.split(",") if materials else data.split(split)
             inputs = {"dataset": str(dataset), "split": "" if materials else split}
-        missing = [i for i in ids if i not in (by_id if structures is not None else data)]
+        missing = [i for i in ids if i not in known]
         if missing:
             raise DatasetError(f"materials not in the input: {', '.join(missing)}")
     summary = run_kappa(

@@ -333,20 +333,19 @@ def read_matbench(structures: str | os.PathLike, reference: str | os.PathLike) -
             raise KappaInputError(f"{structures}: material {material!r}, field {field!r}: missing")
         if material not in references:
             raise KappaInputError(f"{structures}: material {material!r} has no entry in {reference}")
+        fc3, fc2 = (np.rint(_matrix(atoms.info[f], structures, material, f)).astype(int) for f in ("fc3_supercell", "fc2_supercell"))
         pmat = atoms.info.get("primitive_matrix", "auto")
+        if not isinstance(pmat, str):
+            pmat = _matrix(pmat, structures, material, "primitive_matrix")
         standard = PhonopyAtoms(symbols=list(atoms.symbols), cell=np.eye(3), scaled_positions=np.zeros((len(atoms), 3)))
         atoms.set_masses(standard.masses)
-
-        def matrix(field: str) -> np.ndarray:
-            return _matrix(atoms.info[field], structures, material, field)
-
         materials.append(
             KappaMaterial(
                 id=material,
                 unitcell=atoms,
-                fc3_supercell=np.rint(matrix("fc3_supercell")).astype(int),
-                fc2_supercell=np.rint(matrix("fc2_supercell")).astype(int),
-                primitive_matrix=pmat if isinstance(pmat, str) else matrix("primitive_matrix"),
+                fc3_supercell=fc3,
+                fc2_supercell=fc2,
+                primitive_matrix=pmat,
                 mesh=tuple(int(n) for n in np.asarray(mesh).ravel()),
                 reference=references[material],
             )
@@ -646,13 +645,13 @@ def evaluate_material(
     if mesh is None:
         raise ValueError("no q-point mesh: the material carries none, so one must be given (--mesh)")
     n_t = len(settings.temperatures)
-    clock = [time.perf_counter()]
     times: dict[str, float] = {}
+    last = time.perf_counter()
 
     def tick(name: str) -> None:
+        nonlocal last
         now = time.perf_counter()
-        times[f"time_{name}"] = now - clock[0]
-        clock[0] = now
+        times[f"time_{name}"], last = now - last, now
 
     ref = None if material.reference is None else reference_conductivity(material, tuple(mesh), settings)
     tick("reference")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -162,9 +163,10 @@ def _pad_bands(values: np.ndarray, n_bands: int) -> np.ndarray:
 def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
     """The result rows a Dataset was built from (for resume)."""
     rows = []
-    start = 0
+    ends = np.cumsum(ds["qpoint_count"].values)
     for k, material in enumerate(ds["material"].values):
         count = int(ds["qpoint_count"][k])
+        start = int(ends[k]) - count
         status, error = str(ds["status"][k].values), str(ds["error"][k].values)
         if status == "failed":
             rows.append(failed_row(str(material), error))
@@ -180,36 +182,36 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
             for name, (dims, _, _) in PER_QPOINT.items():
                 row[name] = ds[name].values[tuple(cut.get(d, slice(None)) for d in dims)]
         rows.append(row)
-        start += count
     return rows
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else NAN
 
 
 def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
     """Counts per status and the means over materials of SRD, SRE and SRME at `temperature`.
 
-    As in Matbench Discovery, materials without a model κ count with SRME = SRE = 2; materials
-    whose SRME could not be computed (NaN: reference on other q-points) are left out of its mean.
+    As in Matbench Discovery, materials without a model κ count with SRME = SRE = 2; values that
+    could not be computed (NaN: no reference, or a reference on other q-points) are left out.
     """
     at = ds.sel(temperature=temperature)
     status = ds["status"].values
-    srme_values = at["srme"].values
+    counts = {f"n_{s.replace(' ', '_')}": int((status == s).sum()) for s in ("ok", "unstable", "symmetry broken", "failed")}
     return {
         "n_materials": len(status),
-        **{f"n_{s.replace(' ', '_')}": int((status == s).sum()) for s in ("ok", "unstable", "symmetry broken", "failed")},
-        "srd": float(np.nanmean(at["srd"].values)) if len(status) else NAN,
-        "sre": float(np.nanmean(at["sre"].values)) if len(status) else NAN,
-        "srme": float(np.nanmean(srme_values)) if np.isfinite(srme_values).any() else NAN,
-        "n_srme": int(np.isfinite(srme_values).sum()),
+        **counts,
+        **{name: _mean(at[name].values) for name in ("srd", "sre", "srme")},
+        "n_srme": int(np.isfinite(at["srme"].values).sum()),
     }
 
 
 @dataclasses.dataclass
 class KappaSummary:
-    dataset: xr.Dataset
+    """The results of a run, and their table."""
 
-    @property
-    def n_ok(self) -> int:
-        return int((self.dataset["status"] == "ok").sum())
+    dataset: xr.Dataset
 
     def table(self, temperature: float = 300.0) -> Table:
         """Per-material κ and errors at `temperature`, reasons for the rest, and the means."""
@@ -226,7 +228,9 @@ class KappaSummary:
         colour = {"unstable": "yellow", "symmetry broken": "yellow", "failed": "red"}
         for k, material in enumerate(ds["material"].values):
             status = str(ds["status"][k].values)
-            note = str(ds["note"][k].values) if status == "ok" else f"[{colour[status]}]{status}: {ds['error'][k].values}"
+            note = escape(str(ds["note"][k].values if status == "ok" else ds["error"][k].values))
+            if status != "ok":
+                note = f"[{colour[status]}]{status}: {note}"
             cells = [float(at[v][k]) for v in ("kappa", "kappa_ref", "srd", "sre", "srme")]
             formats = ["{:.2f}", "{:.2f}", "{:+.3f}", "{:.3f}", "{:.3f}"]
             table.add_row(str(material), *("" if np.isnan(c) else f.format(c) for f, c in zip(formats, cells)), note)

@@ -345,6 +345,22 @@ def test_cli_on_a_phono3py_record(tiny_ckpt, tmp_path):
     assert 0 < float(ds["srme"][0, 0]) <= 2 and np.isfinite(ds["kappa_ref"].values).all()
 
 
+def test_a_relaxation_that_breaks_the_symmetry_is_recorded(si_record, tiny_ckpt, monkeypatch):
+    import phonon_eval.kappa as kappa_module
+    from phonon_eval.relax import RelaxResult
+
+    def breaking(potential, atoms, **kwargs):
+        moved = atoms.copy()
+        moved.positions[0] += [0.05, 0.0, 0.0]
+        return RelaxResult(atoms=moved, converged=True, steps=3, fmax=0.0, energy=0.0)
+
+    monkeypatch.setattr(kappa_module, "relax", breaking)
+    material = KappaMaterial(id="si", unitcell=si_record.unitcell, fc3_supercell=np.eye(3, dtype=int), mesh=(4, 4, 4))
+    row = kappa_module.evaluate_material(material, pe.load_potential(tiny_ckpt), KappaSettings())
+    assert row["status"] == "symmetry broken" and "space group 227 became" in row["error"]
+    assert row["srme"][0] == 2.0 and row["space_group_number"] == 227 and row["relax_steps"] == 3
+
+
 def test_bad_inputs_give_one_clear_line(tiny_ckpt, tmp_path):
     out = ["--out", str(tmp_path / "k.nc")]
     res = runner.invoke(app, ["kappa", str(tiny_ckpt), *out])
