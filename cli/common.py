@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NoReturn
+from typing import Annotated, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,11 +22,6 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
-def not_landed(command: str, issue: str) -> NoReturn:
-    """For a command whose work has not landed yet: say so, print nothing made up, exit 1."""
-    fail(f"`{command}` is not implemented yet ({issue}); no output was produced.")
-
-
 @contextlib.contextmanager
 def reported(*errors: type[BaseException]) -> Iterator[None]:
     """Turn the expected errors of a command into one clear line and exit 1."""
@@ -42,3 +37,8 @@ def version_callback(value: bool) -> None:
 
         console.print(f"pft-toolkit {__version__}")
         raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+]

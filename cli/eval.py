@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from cli.common import EXIT_USAGE, console, err_console, fail, reported, version_callback
+from cli.common import EXIT_USAGE, console, err_console, fail, reported, VersionOption
 
 app = typer.Typer(
     name="pft-eval",
@@ -27,10 +27,7 @@ app.add_typer(data_app, name="data", help="List, describe and validate phonon da
 
 @app.callback()
 def _main(
-    version: Annotated[
-        Optional[bool],
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit."),
-    ] = None,
+    version: VersionOption = False,
 ) -> None:
     pass
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import EXIT_USAGE, console, err_console, fail, reported, version_callback
+from cli.common import EXIT_USAGE, VersionOption, console, err_console, fail, reported
 
 app = typer.Typer(
     name="pft-finetune",
@@ -41,7 +41,7 @@ def finetune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state.")] = False,
     metrics: Annotated[Optional[Path], typer.Option(help="CSV of per-epoch metrics (default <out>.csv).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")] = True,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = None,
+    version: VersionOption = False,
 ) -> None:
     """Fine-tune a potential with PFT; every other hyperparameter lives in --config (see README)."""
     from finetune.run import RunSpec, run
