@@ -32,6 +32,7 @@ import ase
 import ase.io
 import numpy as np
 
+from phonon_eval.phonons import settings_attrs
 from phonon_eval.potential import Potential, batched_forces
 from phonon_eval.records import Record, ase_from_phonopy, phonopy_from_ase
 from phonon_eval.relax import relax
@@ -119,16 +120,7 @@ class KappaSettings:
 
     def as_attrs(self) -> dict[str, Any]:
         """Flat netCDF-friendly attributes, prefixed `setting_` (None becomes "none")."""
-        out = {}
-        for key, value in dataclasses.asdict(self).items():
-            if value is None:
-                value = "none"
-            elif isinstance(value, bool):
-                value = int(value)
-            elif isinstance(value, tuple):
-                value = np.asarray(value)
-            out[f"setting_{key}"] = value
-        return out
+        return settings_attrs(self)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -76,14 +76,21 @@ class PhononSettings:
 
     def as_attrs(self) -> dict[str, Any]:
         """Flat netCDF-friendly attributes, prefixed `setting_`."""
-        out = {}
-        for key, value in dataclasses.asdict(self).items():
-            if isinstance(value, bool):
-                value = int(value)
-            elif isinstance(value, tuple):
-                value = np.asarray(value)
-            out[f"setting_{key}"] = value
-        return out
+        return settings_attrs(self)
+
+
+def settings_attrs(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as netCDF attributes `setting_<field>` (bools as 0/1, None as "none")."""
+    out = {}
+    for key, value in dataclasses.asdict(settings).items():
+        if value is None:
+            value = "none"
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, tuple):
+            value = np.asarray(value)
+        out[f"setting_{key}"] = value
+    return out
 
 
 def band_path(phonon: phonopy.Phonopy, points: int) -> tuple[list[np.ndarray], list[str], list[bool]]:
