@@ -101,6 +101,27 @@ def _parse_temperatures(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+WorkersOption = Annotated[int, typer.Option(
+    min=1, help="Run materials on a local Dask cluster of this many process workers (threads split "
+    "so the cores are not oversubscribed); 1: in this process.")]
+SchedulerOption = Annotated[Optional[str], typer.Option(
+    help="Address of a running Dask scheduler (e.g. one started by dask-jobqueue on Slurm) to run the materials on.")]
+SchedulerFileOption = Annotated[Optional[Path], typer.Option(
+    help="Scheduler file of a running Dask cluster (`dask scheduler --scheduler-file FILE`).")]
+
+
+def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None):
+    from phonon_eval.fanout import Cluster
+
+    try:
+        cluster = Cluster(workers, scheduler, scheduler_file)
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
+    if not cluster.in_process:
+        err_console.print(f"running on a {cluster.describe()}")
+    return cluster
+
+
 @app.command()
 def phonons(
     model: ModelArg,
@@ -118,7 +139,9 @@ def phonons(
     mesh: Annotated[str, typer.Option(help="q-point mesh, e.g. 20 or '20 20 20'.")] = "20",
     temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "0:1000:50",
     band_points: Annotated[int, typer.Option(help="q-points per band-path segment.")] = 51,
-    workers: Annotated[int, typer.Option(help="Parallel workers (more than 1 arrives with the Dask scale-out, issue 9).")] = 1,
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Phonons with phonopy vs DFT: relax, force constants from the model, band structure, DOS,
@@ -128,8 +151,7 @@ def phonons(
     from phonon_eval.phonons import PhononSettings
     from phonon_eval.runner import run_phonons
 
-    if workers != 1:
-        fail("--workers > 1 needs the Dask scale-out (issue 9), which has not landed yet", EXIT_USAGE)
+    cluster = _cluster(workers, scheduler, scheduler_file)
     try:
         settings = PhononSettings(
             relax=relax,
@@ -153,8 +175,8 @@ def phonons(
         if missing:
             raise DatasetError(f"{dataset}: materials not in the dataset: {', '.join(missing)}")
     summary = run_phonons(
-        potential, data, ids, settings, out, resume=resume, progress=progress, console=err_console,
-        attrs={"model": str(model), "dataset": str(dataset), "split": "" if materials else split},
+        potential, data, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
+        console=err_console, attrs={"model": str(model), "dataset": str(dataset), "split": "" if materials else split},
     )
     console.print(summary.table())
     console.print(f"wrote {out}")
@@ -180,7 +202,9 @@ def kappa(
     temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "300",
     method: Annotated[str, typer.Option(help="rta, wigner (Matbench Discovery) or lbte.")] = "wigner",
     isotope: Annotated[bool, typer.Option("--isotope/--no-isotope", help="Include isotope scattering.")] = True,
-    workers: Annotated[int, typer.Option(help="Parallel workers (more than 1 arrives with the Dask scale-out, issue 9).")] = 1,
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Thermal conductivity with phono3py vs DFT (Matbench Discovery κ task): relax, fc2 and fc3
@@ -191,8 +215,7 @@ def kappa(
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
 
-    if workers != 1:
-        fail("--workers > 1 needs the Dask scale-out (issue 9), which has not landed yet", EXIT_USAGE)
+    cluster = _cluster(workers, scheduler, scheduler_file)
     if (structures is None) == (dataset is None) or (structures is None) != (reference is None):
         fail("give either --structures with --reference (Matbench Discovery files), or --dataset", EXIT_USAGE)
     if dataset is not None and mesh is None:
@@ -227,8 +250,8 @@ def kappa(
         if missing:
             raise DatasetError(f"materials not in the input: {', '.join(missing)}")
     summary = run_kappa(
-        potential, load, ids, settings, out, resume=resume, progress=progress, console=err_console,
-        attrs={"model": str(model), **inputs},
+        potential, load, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
+        console=err_console, attrs={"model": str(model), **inputs},
     )
     console.print(summary.table())
     console.print(f"wrote {out}")
@@ -238,26 +261,32 @@ def kappa(
 
 @app.command()
 def plot(
-    results: Annotated[Path, typer.Argument(help="Results netCDF written by `pft-eval phonons`.")],
-    material: Annotated[Optional[str], typer.Option(help="Material id (default: the first that succeeded).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf, .svg); default: <results>-<material>.png.")] = None,
+    results: Annotated[list[Path], typer.Argument(help="Results netCDF file(s) written by `pft-eval phonons`; several (e.g. before and after fine-tuning) are drawn over one reference.")],
+    material: Annotated[Optional[str], typer.Option(help="Material id (default: the first that succeeded in the first file).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf, .svg); default: <first results>-<material>.png.")] = None,
 ) -> None:
-    """Band structure (model vs DFT, labelled high-symmetry points) with DOS, from the netCDF alone."""
+    """Band structure (models vs DFT, labelled high-symmetry points) with DOS, from the netCDF alone."""
     import xarray as xr
 
     from phonon_eval.plots import plot_bands
 
-    if not results.is_file():
-        fail(f"{results}: no such results file")
+    for path in results:
+        if not path.is_file():
+            fail(f"{path}: no such results file")
     with reported(OSError, ValueError, KeyError):
-        ds = xr.load_dataset(results)
+        datasets = [xr.load_dataset(path) for path in results]
         if material is None:
-            ok = [str(m) for m, s in zip(ds["material"].values, ds["status"].values) if s == "ok"]
+            first = datasets[0]
+            ok = [str(m) for m, s in zip(first["material"].values, first["status"].values) if s == "ok"]
             if not ok:
-                raise ValueError(f"{results}: no material succeeded, nothing to plot")
+                raise ValueError(f"{results[0]}: no material succeeded, nothing to plot")
             material = ok[0]
-        fig = plot_bands(ds, material, model_name=Path(ds.attrs.get("model", "model")).stem)
-        out = out or results.with_name(f"{results.stem}-{material}.png")
+        # a file's own name says "before" or "after" better than the model path when they differ
+        names = [Path(ds.attrs.get("model", "model")).stem for ds in datasets]
+        if len(set(names)) < len(names):
+            names = [path.stem for path in results]
+        fig = plot_bands(datasets, material, model_name=names)
+        out = out or results[0].with_name(f"{results[0].stem}-{material}.png")
         fig.savefig(out, dpi=150)
     console.print(f"wrote {out}")
 

@@ -38,6 +38,10 @@ def finetune(
     batch_size: Annotated[Optional[int], typer.Option(help="Phonon structures per step (default 4).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
+    devices: Annotated[int, typer.Option(min=1, help=(
+        "Data parallelism: split every batch over the first N devices (batch sizes must be "
+        "multiples of N; results do not depend on N). On CPU, "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N gives N host devices."))] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state.")] = False,
     metrics: Annotated[Optional[Path], typer.Option(help="CSV of per-epoch metrics (default <out>.csv).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")] = True,
@@ -74,7 +78,7 @@ def finetune(
     spec = RunSpec(
         out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,
         cotrain=cotrain, cotrain_val=cotrain_val, resume=resume,
-        metrics=metrics or out.with_suffix(".csv"),
+        metrics=metrics or out.with_suffix(".csv"), devices=devices,
     )
     with reported(ValueError, OSError, KeyError):
         summary = run(spec, train_config, progress=progress, console=err_console)

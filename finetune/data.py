@@ -105,18 +105,25 @@ class Batcher:
         potential: gives species and cutoff for the graphs (built once per example).
         examples: the examples.
         batch_size: structures per batch (short batches are padded with masked copies).
+        max_padding: a size bucket joins the next larger one (same atom count) when padding its
+            edges that far costs at most this factor. Every group is one compilation of the step,
+            which on CPU takes far longer than the padded work it saves on a small dataset.
     """
 
-    def __init__(self, potential: Potential, examples: Sequence[Example], batch_size: int):
+    def __init__(self, potential: Potential, examples: Sequence[Example], batch_size: int, max_padding: float = 1.5):
         if not examples:
             raise ValueError("no examples to batch")
         self.examples = list(examples)
         self.batch_size = batch_size
         graphs = [potential.graph(e.atoms) for e in self.examples]
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, g in enumerate(graphs):
-            groups[(g.n_nodes, bucket(g.n_edges, per_octave=4))].append(i)
-        self.groups = dict(groups)
+            buckets[(g.n_nodes, bucket(g.n_edges, per_octave=4))].append(i)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for n_nodes, n_edges in sorted(buckets, reverse=True):  # largest first: it absorbs the smaller
+            target = next((k for k in groups if k[0] == n_nodes and k[1] <= max_padding * n_edges), None)
+            groups.setdefault(target or (n_nodes, n_edges), []).extend(buckets[(n_nodes, n_edges)])
+        self.groups = {key: sorted(members) for key, members in groups.items()}
         # each example's graph padded to its group's shape
         self._graphs = {}
         for (n_nodes, _), members in self.groups.items():
@@ -126,6 +133,12 @@ class Batcher:
                 self._graphs[i] = dataclasses.replace(g, n_atoms=0)  # static fields must agree to stack
         self.dtype = potential.dtype
         self.has_columns = any(e.force_constants is not None for e in self.examples)
+
+    def batches(self) -> Iterator[list[int]]:
+        """Index lists covering every example once, in a fixed order (for evaluation)."""
+        for members in self.groups.values():
+            for k in range(0, len(members), self.batch_size):
+                yield members[k : k + self.batch_size]
 
     def epoch(self, rng: np.random.Generator) -> Iterator[list[int]]:
         """Index lists of one shuffled epoch, one group per batch."""

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from phonon_eval.graph import Graph
 from phonon_eval.potential import Potential
 
-__all__ = ["Batch", "LossWeights", "structure_terms", "batch_loss"]
+__all__ = ["Batch", "LossWeights", "structure_terms", "batch_loss", "batch_errors"]
 
 
 class LossWeights(NamedTuple):
@@ -120,3 +120,16 @@ def batch_loss(
     n = jnp.maximum(batch.mask.sum(), 1.0)
     mean_terms = (terms * batch.mask[:, None]).sum(axis=0) / n
     return jnp.dot(mean_terms, weights), mean_terms
+
+
+@eqx.filter_jit
+def batch_errors(potential: Potential, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """Per structure: |Ê − E| / N (eV/atom) and the mean absolute force error (eV/Å) over the
+    real atoms' components; for validation on the training shapes (no new compilations per size)."""
+
+    def one(graph, positions, cell, n_atoms, energy, forces):
+        e, f, _, _ = _predict(potential, graph, positions, cell, None)
+        node = graph.node_mask[:, None]
+        return jnp.abs(e - energy) / n_atoms, jnp.sum(jnp.where(node, jnp.abs(f - forces), 0.0)) / (3 * n_atoms)
+
+    return jax.vmap(one)(batch.graph, batch.positions, batch.cell, batch.n_atoms, batch.energy, batch.forces)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from finetune.data import Example, phonon_examples, read_frames, upstream_examples
-from finetune.trainer import TrainConfig, Trainer
+from finetune.trainer import TrainConfig, Trainer, check_devices
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import load_potential
 from phonon_eval.datasets import Dataset
@@ -44,6 +44,7 @@ class RunSpec:
     cotrain_val: Path | None = None
     resume: bool = False
     metrics: Path | None = None
+    devices: int = 1
 
 
 def init_potential(arch: dict, frames: Sequence[Example], seed: int = 0) -> Potential:
@@ -91,6 +92,8 @@ def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
 def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: Console | None = None) -> str:
     """Train; returns a one-paragraph summary."""
     console = console or Console(stderr=True)
+    # a bad device count is refused before the (slow) data loading
+    check_devices(spec.devices, config, spec.dataset is not None, spec.cotrain is not None)
     train: list[Example] = []
     val: list[Example] = []
     if spec.dataset is not None:
@@ -108,7 +111,13 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     for ex in train + val + cotrain + cotrain_val:
         potential.species(ex.atoms.numbers)  # name an unknown element before any compilation
 
-    trainer = Trainer(potential, config, train, val, cotrain, cotrain_val)
+    trainer = Trainer(potential, config, train, val, cotrain, cotrain_val, devices=spec.devices)
+    batchers = {"phonon": trainer.train, "upstream": trainer.cotrain}
+    sizes = [
+        f"{name} {b.batch_size // spec.devices} / {b.batch_size}" for name, b in batchers.items() if b is not None
+    ]
+    plural = "s" if spec.devices > 1 else ""
+    console.print(f"batch per device / global: {', '.join(sizes)} ({spec.devices} device{plural})")
     state = spec.out.with_name(spec.out.name + ".state")
     if spec.resume and state.is_file():
         trainer.load_state(state)

@@ -21,14 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from finetune.data import Batcher, Example
-from finetune.loss import LossWeights, batch_loss
+from finetune.loss import LossWeights, batch_errors, batch_loss
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import save_potential
-from phonon_eval.potential import Potential, energy_forces_stress, hessian_columns
+from phonon_eval.potential import Potential, hessian_columns
 
-__all__ = ["TrainConfig", "Trainer", "optimizer", "hessian_mae", "efs_mae"]
+__all__ = ["TrainConfig", "Trainer", "optimizer", "hessian_mae", "efs_mae", "check_devices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +103,14 @@ def _params(potential: Potential):
     return eqx.filter(potential, eqx.is_inexact_array)
 
 
+def _place(tree: Any, where: jax.sharding.Sharding | jax.Device) -> Any:
+    """`tree` with its arrays moved to a device or sharding (other leaves untouched)."""
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, where), static)
+
+
 @eqx.filter_jit
-def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column):
+def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column, replicated):
     def loss_fn(p):
         return batch_loss(p, batch, weights, with_column)
 
@@ -113,6 +120,9 @@ def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column):
     ema = jax.tree.map(
         lambda e, p: decay * e + (1 - decay) * p if eqx.is_inexact_array(p) else e, ema, potential
     )
+    if replicated is not None:
+        # outputs laid out like the inputs, so the next step reuses this compilation
+        potential, opt_state, ema = eqx.filter_shard((potential, opt_state, ema), replicated)
     return potential, opt_state, ema, loss, terms
 
 
@@ -132,14 +142,20 @@ def hessian_mae(potential: Potential, examples: Sequence[Example]) -> float:
     return float(np.mean(maes)) if maes else float("nan")
 
 
-def efs_mae(potential: Potential, examples: Sequence[Example]) -> tuple[float, float]:
-    """(energy MAE per atom in eV/atom, force MAE per component in eV/Å) over upstream examples."""
+def efs_mae(potential: Potential, examples: Sequence[Example] | Batcher, batch_size: int = 4) -> tuple[float, float]:
+    """(energy MAE per atom in eV/atom, force MAE per component in eV/Å) over upstream examples.
+
+    Evaluated in padded batches; pass the Batcher of the examples to reuse its shapes.
+    """
+    batcher = examples if isinstance(examples, Batcher) else (Batcher(potential, examples, batch_size) if examples else None)
+    if batcher is None:
+        return float("nan"), float("nan")
     de, df = [], []
-    for ex in examples:
-        e, f, _ = energy_forces_stress(potential, ex.atoms)
-        de.append(abs(e - ex.energy) / len(ex.atoms))
-        df.append(np.abs(f - ex.forces).mean())
-    return (float(np.mean(de)), float(np.mean(df))) if de else (float("nan"), float("nan"))
+    for indices in batcher.batches():
+        e, f = batch_errors(potential, batcher.make(indices, None))
+        de.extend(np.asarray(e)[: len(indices)])
+        df.extend(np.asarray(f)[: len(indices)])
+    return float(np.mean(de)), float(np.mean(df))
 
 
 class Trainer:
@@ -151,6 +167,9 @@ class Trainer:
         train: phonon training examples.
         val: phonon validation examples.
         cotrain, cotrain_val: upstream energy/force/stress examples (may be empty).
+        devices: data parallelism over the first `devices` of `jax.devices()`: each batch is
+            split along its leading axis, the weights are replicated, and the loss (hence the
+            gradient) is the mean over the global batch, so the numbers do not depend on it.
     """
 
     def __init__(
@@ -161,11 +180,15 @@ class Trainer:
         val: Sequence[Example] = (),
         cotrain: Sequence[Example] = (),
         cotrain_val: Sequence[Example] = (),
+        devices: int = 1,
     ):
+        check_devices(devices, config, bool(train), bool(cotrain))
         self.config = config
+        self.devices = devices
         self.train = Batcher(potential, train, config.batch_size) if train else None
         self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if cotrain else None
-        self.val, self.cotrain_val = list(val), list(cotrain_val)
+        self.val = list(val)
+        self.cotrain_val = Batcher(potential, cotrain_val, config.cotrain_batch_size) if cotrain_val else None
         if self.train is None and self.cotrain is None:
             raise ValueError("nothing to train on: no phonon and no upstream examples")
         self.steps_per_epoch = self._batches_per_epoch()
@@ -178,6 +201,17 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self._batch_sharding = self._replicated = None
+        if devices > 1:
+            mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
+            self._batch_sharding = NamedSharding(mesh, P("batch"))
+            self._replicated = NamedSharding(mesh, P())
+            self._replicate_state()
+
+    def _replicate_state(self) -> None:
+        if self._replicated is not None:
+            state = (self.potential, self.opt_state, self.ema)
+            self.potential, self.opt_state, self.ema = _place(state, self._replicated)
 
     def _batches_per_epoch(self) -> int:
         if self.train is not None:
@@ -187,10 +221,12 @@ class Trainer:
 
     def _run_batch(self, batcher: Batcher, indices: list[int], weights: LossWeights) -> tuple[float, np.ndarray]:
         batch = batcher.make(indices, self.rng)
+        if self._batch_sharding is not None:
+            batch = _place(batch, self._batch_sharding)
         dtype = batch.positions.dtype
         self.potential, self.opt_state, self.ema, loss, terms = _step(
             self.potential, self.opt_state, self.ema, batch, jnp.asarray(weights, dtype),
-            jnp.asarray(self._ema_decay(), dtype), self.opt, batcher.has_columns,
+            jnp.asarray(self._ema_decay(), dtype), self.opt, batcher.has_columns, self._replicated,
         )
         self.step += 1
         return float(loss), np.asarray(terms)
@@ -213,7 +249,7 @@ class Trainer:
         for indices in main.epoch(self.rng):
             loss, terms = self._run_batch(main, indices, main_weights)
             losses.append(loss)
-            column_losses.append(terms[3])
+            column_losses.append(terms[3] if self.train is not None else np.nan)  # no column without phonons
             if on_step:
                 on_step({"loss": loss, "column_loss": float(terms[3])})
             if co is not None and self.train is not None:
@@ -230,8 +266,12 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Validation metrics of the EMA weights."""
-        e_mae, f_mae = efs_mae(self.ema, self.cotrain_val)
-        return {"val_hessian_mae": hessian_mae(self.ema, self.val), "val_energy_mae": e_mae, "val_force_mae": f_mae}
+        ema = self.ema
+        if self._replicated is not None:
+            # one local replica: replicated weights would run every validation pass on all devices
+            ema = jax.tree.map(lambda x: x.addressable_data(0) if eqx.is_array(x) else x, ema)
+        e_mae, f_mae = efs_mae(ema, self.cotrain_val) if self.cotrain_val else (float("nan"), float("nan"))
+        return {"val_hessian_mae": hessian_mae(ema, self.val), "val_energy_mae": e_mae, "val_force_mae": f_mae}
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -263,6 +303,7 @@ class Trainer:
         )
         self.step, self.epoch, self.history = header["step"], header["epoch"], header["history"]
         self.rng.bit_generator.state = header["rng"]
+        self._replicate_state()
 
     def save_model(self, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
         """The EMA weights as a model.ckpt."""
@@ -271,6 +312,34 @@ class Trainer:
             prov["last_metrics"] = self.history[-1]
         prov.update(provenance or {})
         save_potential(path, self.ema, prov)
+
+
+def check_devices(
+    devices: int, config: TrainConfig, phonon: bool = True, cotrain: bool = True
+) -> None:
+    """Refuse a device count the batches cannot be split over, or that JAX does not have.
+
+    `phonon` and `cotrain` say which batch sizes are used (an unused one need not divide).
+    """
+    if devices < 1:
+        raise ValueError(f"devices must be at least 1, got {devices}")
+    sizes = [
+        ("batch_size", config.batch_size, phonon),
+        ("cotrain_batch_size", config.cotrain_batch_size, cotrain),
+    ]
+    for name, size, used in sizes:
+        if used and size % devices:
+            raise ValueError(
+                f"{name} {size} is not divisible by devices {devices}: "
+                "every device takes an equal share of the batch"
+            )
+    if devices > jax.device_count():
+        raise ValueError(
+            f"devices {devices} but JAX sees only {jax.device_count()} "
+            f"{jax.default_backend()} device(s); on CPU, XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={devices} creates {devices} host devices "
+            "(set it before JAX starts)"
+        )
 
 
 def _json_default(x):

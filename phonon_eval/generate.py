@@ -6,12 +6,16 @@ phonopy's own yaml with compact force constants, the displacement/force dataset 
 MDR-style extra keys, thermal properties on phonopy's default mesh. A split file goes beside.
 
 The built-in dataset (`data/emt/`) uses ASE's EMT on fcc metals and ordered L1_2 / L1_0 alloys;
-regenerate it with `python -m phonon_eval.generate data/emt`.
+regenerate it with `python -m phonon_eval.generate data/emt`. The same calculator makes the
+upstream energy/force/stress frames of the demo (`generate_frames`, `data/emt-frames/`, with
+`--frames`) and a phono3py record for the κ demo (`generate_kappa_record`, `data/emt-kappa/`,
+with `--kappa`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -24,12 +28,14 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from phonon_eval.atomic import atomic_write
 from phonon_eval.records import (
     Record,
     RecordError,
     ase_from_phonopy,
+    compress_by_suffix,
     phonopy_from_ase,
     produce_force_constants,
     write_record,
@@ -42,14 +48,23 @@ __all__ = [
     "Material",
     "emt_materials",
     "generate_dataset",
+    "generate_frames",
+    "generate_kappa_record",
     "generate_record",
     "main",
     "make_split",
     "relax",
+    "write_frames",
 ]
 
 DISPLACEMENT = 0.01
 """Finite displacement (Å), as in the MDR phonon benchmark."""
+
+KAPPA_DISPLACEMENT = 0.03
+"""Finite displacement (Å) of the fc2 and fc3 supercells, phono3py's default."""
+
+RATTLE = (0.01, 0.02, 0.05, 0.1)
+"""Standard deviations (Å) of the Gaussian rattles of the upstream frames, in turn."""
 
 TEMPERATURES = (0.0, 75.0, 150.0, 300.0, 600.0)
 """Temperatures (K) of the stored thermal properties, those of the MDR files."""
@@ -118,6 +133,24 @@ def relax(
     return relaxed
 
 
+def _matrices(material: Material) -> tuple[np.ndarray, str | Sequence[Sequence[float]]]:
+    """phonopy's supercell matrix (3, 3) and primitive matrix of a material."""
+    smat = np.array(material.supercell_matrix, dtype=int)
+    # phonopy reads None as "auto"; "P" is its name for the unit cell itself
+    pmat = "P" if material.primitive_matrix is None else material.primitive_matrix
+    return (np.diag(smat) if smat.shape == (3,) else smat), pmat
+
+
+def _forces(cells: Sequence, calculator: BaseCalculator) -> np.ndarray:
+    """(n, N, 3) forces of phonopy's displaced supercells from an ASE calculator."""
+    forces = []
+    for cell in cells:
+        supercell = ase_from_phonopy(cell)
+        supercell.calc = calculator
+        forces.append(supercell.get_forces())
+    return np.array(forces)
+
+
 def generate_record(
     material: Material,
     calculator: BaseCalculator,
@@ -148,21 +181,13 @@ def generate_record(
         message = f"not periodic in all directions (pbc={material.atoms.pbc.tolist()})"
         raise RecordError(None, material.id, "unit_cell", message)
     unitcell = relax(material.atoms, calculator, material.strain)
-    smat = np.array(material.supercell_matrix, dtype=int)
-    smat = np.diag(smat) if smat.shape == (3,) else smat
-    # phonopy reads None as "auto"; "P" is its name for the unit cell itself
-    pmat = "P" if material.primitive_matrix is None else material.primitive_matrix
+    smat, pmat = _matrices(material)
     with warnings.catch_warnings():
         # "auto" is chosen on purpose here; phonopy warns because v3 defaulted to the unit cell
         warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
         ph = Phonopy(phonopy_from_ase(unitcell), smat, primitive_matrix=pmat)
     ph.generate_displacements(distance=distance)
-    forces = []
-    for cell in ph.supercells_with_displacements:
-        supercell = ase_from_phonopy(cell)
-        supercell.calc = calculator
-        forces.append(supercell.get_forces())
-    ph.forces = np.array(forces)
+    ph.forces = _forces(ph.supercells_with_displacements, calculator)
     produce_force_constants(ph)
 
     unitcell.calc = calculator
@@ -198,6 +223,119 @@ def generate_record(
         f"(ASE), phonopy finite displacements of {distance} Å; cell relaxed ({material.strain})."
     )
     return write_record(record, path, header=header)
+
+
+def generate_frames(
+    materials: Sequence[Material],
+    calculator: BaseCalculator,
+    *,
+    count: int = 12,
+    max_strain: float = 0.02,
+    rattle: Sequence[float] = RATTLE,
+    seed: int = 0,
+) -> list[Atoms]:
+    """Upstream energy/force/stress frames: relaxed supercells, strained and rattled.
+
+    Each material's unit cell is relaxed, repeated by its (diagonal) supercell matrix, given a
+    random symmetric strain (components uniform in ±max_strain) and Gaussian displacements of
+    the amplitudes in `rattle` in turn: the small ones sample the harmonic region that phonons
+    see, the large ones the anharmonic one.
+
+    Args:
+        materials: structures; their supercell matrices must be diagonal.
+        calculator: any ASE calculator with energy, forces and stress.
+        count: frames per material.
+        max_strain: largest strain component.
+        rattle: (n,) Å, displacement standard deviations, used in turn.
+        seed: random seed (the frames are a pure function of the arguments).
+
+    Returns:
+        Frames with a single-point calculator holding the results, `info["material"]` the id.
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for material in materials:
+        smat = np.array(material.supercell_matrix)
+        if smat.ndim == 2:
+            if np.count_nonzero(smat - np.diag(np.diag(smat))):
+                raise ValueError(f"{material.id}: frames need a diagonal supercell matrix")
+            smat = np.diag(smat)
+        base = relax(material.atoms, calculator, material.strain).repeat([int(n) for n in smat])
+        for k in range(count):
+            strain = rng.uniform(-max_strain, max_strain, (3, 3))
+            atoms = base.copy()
+            atoms.set_cell(base.cell.array @ (np.eye(3) + (strain + strain.T) / 2), scale_atoms=True)
+            atoms.positions += rng.normal(0.0, rattle[k % len(rattle)], atoms.positions.shape)
+            atoms.calc = calculator
+            results = {
+                "energy": atoms.get_potential_energy(),
+                "forces": atoms.get_forces(),
+                "stress": atoms.get_stress(),
+            }
+            atoms.calc = SinglePointCalculator(atoms, **results)
+            atoms.info["material"] = material.id
+            frames.append(atoms)
+    return frames
+
+
+def write_frames(frames: Sequence[Atoms], path: str | Path) -> Path:
+    """Frames as extended XYZ, compressed by the suffix (.xz, .gz, .bz2), written atomically."""
+    import ase.io
+
+    path = Path(path)
+    text = io.StringIO()
+    ase.io.write(text, list(frames), format="extxyz")
+    atomic_write(path, compress_by_suffix(text.getvalue().encode(), path))
+    return path
+
+
+def generate_kappa_record(
+    material: Material,
+    calculator: BaseCalculator,
+    folder: str | Path,
+    *,
+    distance: float = KAPPA_DISPLACEMENT,
+    suffix: str = ".yaml.xz",
+) -> Path:
+    """Relax, displace for fc2 and fc3 (phono3py), compute forces and write a phono3py record.
+
+    The file is phono3py's own `phono3py_params.yaml` (cells, displacements with forces),
+    compressed by the suffix; `read_record` reads it as a phono3py record, and the κ evaluator
+    computes the reference κ from its forces.
+
+    Args:
+        material: what to compute; its supercell matrix is the fc3 (and fc2) supercell.
+        calculator: any ASE calculator.
+        folder: where the record file goes.
+        distance: displacement amplitude (Å).
+        suffix: ".yaml", ".yaml.xz", ".yaml.gz" or ".yaml.bz2".
+
+    Returns:
+        The record file written (atomically).
+    """
+    import tempfile
+
+    from phono3py import Phono3py
+    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+
+    unitcell = relax(material.atoms, calculator, material.strain)
+    smat, pmat = _matrices(material)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        ph3 = Phono3py(phonopy_from_ase(unitcell), supercell_matrix=smat, primitive_matrix=pmat)
+    ph3.generate_displacements(distance=distance)
+    ph3.forces = _forces(ph3.supercells_with_displacements, calculator)
+    with tempfile.TemporaryDirectory() as tmp:
+        ph3.save(str(Path(tmp) / "phono3py_params.yaml"))
+        text = (Path(tmp) / "phono3py_params.yaml").read_text()
+    header = (
+        f"{material.id}: generated by phonon_eval.generate with {type(calculator).__name__} "
+        f"(ASE), phono3py fc2/fc3 displacements of {distance} Å; cell relaxed ({material.strain})."
+    )
+    text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    path = Path(folder) / f"{material.id}{suffix}"
+    atomic_write(path, compress_by_suffix(text.encode(), path))
+    return path
 
 
 def make_split(
@@ -307,22 +445,36 @@ def emt_materials() -> list[Material]:
     return materials
 
 
+KAPPA_IDS = ("Cu-fcc",)
+"""The κ demo: one small material (fcc Cu, 37 fc3 supercells of 32 atoms)."""
+
+FRAME_COUNTS = {"train": (12, 0), "val": (4, 1)}
+"""Upstream frames per material and seed of each part."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: generate the built-in EMT dataset (or some of its records) into a folder."""
+    """Command line: generate the built-in EMT data (or some of its records) into a folder."""
     parser = argparse.ArgumentParser(
         prog="python -m phonon_eval.generate",
-        description="Generate phonon reference records with ASE's EMT and phonopy "
-        "finite displacements.",
+        description="Generate the built-in EMT data: phonon reference records (phonopy finite "
+        "displacements), or with --frames the upstream energy/force/stress frames, or with "
+        "--kappa the phono3py record of the κ demo.",
     )
-    parser.add_argument("folder", type=Path, help="output dataset folder, e.g. data/emt")
+    parser.add_argument("folder", type=Path, help="output folder: data/emt, data/emt-frames or data/emt-kappa")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--frames", action="store_true",
+        help="write train.extxyz.xz and val.extxyz.xz (rattled and strained supercells of every material)",
+    )
+    what.add_argument("--kappa", action="store_true", help=f"write the phono3py record(s) {', '.join(KAPPA_IDS)} and split.json")
     parser.add_argument(
         "--only", nargs="+", metavar="ID", help="only these ids (split.json then lists only them)"
     )
     parser.add_argument(
         "--displacement",
         type=float,
-        default=DISPLACEMENT,
-        help="displacement amplitude in Å (default %(default)s)",
+        default=None,
+        help=f"displacement amplitude in Å (default {DISPLACEMENT}, with --kappa {KAPPA_DISPLACEMENT})",
     )
     parser.add_argument(
         "--suffix",
@@ -335,27 +487,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ase.calculators.emt import EMT
 
     materials = emt_materials()
-    if args.only:
-        unknown = sorted(set(args.only) - {m.id for m in materials})
-        if unknown:
-            parser.error(f"unknown ids {unknown}; choose from {[m.id for m in materials]}")
-        materials = [m for m in materials if m.id in args.only]
-        split = {name: [i for i in ids if i in args.only] for name, ids in EMT_SPLIT.items()}
-    else:
-        split = EMT_SPLIT
+    known = [m.id for m in materials]
+    selected = list(args.only) if args.only else (list(KAPPA_IDS) if args.kappa else known)
+    unknown = sorted(set(selected) - set(known))
+    if unknown:
+        parser.error(f"unknown ids {unknown}; choose from {known}")
+    materials = [m for m in materials if m.id in selected]
     start = time.perf_counter()
-    paths = generate_dataset(
-        materials,
-        EMT(),
-        args.folder,
-        split=split,
-        distance=args.displacement,
-        suffix=args.suffix,
-        log=lambda line: print(line, file=sys.stderr),
-    )
-    seconds = time.perf_counter() - start
-    message = f"wrote {len(paths)} records and split.json to {args.folder} in {seconds:.1f} s"
-    print(message, file=sys.stderr)
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.frames:
+        for part, (count, seed) in FRAME_COUNTS.items():
+            frames = generate_frames(materials, EMT(), count=count, seed=seed)
+            log(f"{write_frames(frames, args.folder / f'{part}.extxyz.xz')}: {len(frames)} frames")
+        written = f"{len(FRAME_COUNTS)} frame files"
+    elif args.kappa:
+        distance = KAPPA_DISPLACEMENT if args.displacement is None else args.displacement
+        for material in materials:
+            log(str(generate_kappa_record(material, EMT(), args.folder, distance=distance, suffix=args.suffix)))
+        split = {"test": [m.id for m in materials]}
+        atomic_write(args.folder / "split.json", (json.dumps(split, indent=1) + "\n").encode())
+        written = f"{len(materials)} phono3py records and split.json"
+    else:
+        split = {name: [i for i in ids if i in selected] for name, ids in EMT_SPLIT.items()}
+        paths = generate_dataset(
+            materials,
+            EMT(),
+            args.folder,
+            split=split,
+            distance=DISPLACEMENT if args.displacement is None else args.displacement,
+            suffix=args.suffix,
+            log=log,
+        )
+        written = f"{len(paths)} records and split.json"
+    log(f"wrote {written} to {args.folder} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

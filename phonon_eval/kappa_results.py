@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,9 +25,9 @@ import numpy as np
 import xarray as xr
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from phonon_eval.fanout import Cluster, run_materials
 from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
 from phonon_eval.potential import Potential
 from phonon_eval.results import failed_row, write_atomic
@@ -239,6 +240,12 @@ class KappaSummary:
         return table
 
 
+def _kappa_row(
+    load: Callable[[str], KappaMaterial], settings: KappaSettings, potential: Potential, material: str
+) -> dict[str, Any]:
+    return evaluate_material(load(material), potential, settings)
+
+
 def run_kappa(
     potential: Potential,
     load: Callable[[str], KappaMaterial],
@@ -247,19 +254,22 @@ def run_kappa(
     out: str | os.PathLike,
     *,
     resume: bool = False,
+    cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> KappaSummary:
-    """Evaluate the materials `ids` one by one, writing `out` after each.
+    """Evaluate the materials `ids`, in process or on Dask, rewriting `out` after each one.
 
     Args:
         potential: the potential.
-        load: material id -> KappaMaterial (may raise: the material is then recorded as failed).
+        load: material id -> KappaMaterial (may raise: the material is then recorded as failed);
+            picklable to run on Dask.
         ids: material ids, in the order of the results.
         settings: the protocol.
         out: results netCDF, rewritten atomically after every material.
         resume: keep the materials of `ids` already in `out` and evaluate only the rest.
+        cluster: where the materials run (`phonon_eval.fanout.Cluster`).
         progress: show a progress bar on `console`.
         attrs: global attributes to add (inputs).
 
@@ -267,34 +277,19 @@ def run_kappa(
         The summary of the final Dataset.
     """
     out = Path(out)
-    rows: list[dict[str, Any]] = []
-    if resume and out.is_file():
-        rows = [r for r in rows_from_dataset(xr.load_dataset(out)) if r["material"] in set(ids)]
-    done = {r["material"] for r in rows}
+    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
     all_attrs = {
         "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
         "model_sha256": potential.sha256,
         **settings.as_attrs(),
         **(attrs or {}),
     }
-    order = {m: k for k, m in enumerate(ids)}
 
-    def save() -> xr.Dataset:
-        ds = to_dataset(sorted(rows, key=lambda r: order[r["material"]]), settings.temperatures, all_attrs)
+    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
+        ds = to_dataset(rows, settings.temperatures, all_attrs)
         write_atomic(ds, out)
         return ds
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    ds = None
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("kappa", total=len(ids), completed=len(done))
-        for material in [i for i in ids if i not in done]:
-            bar.update(task, description=f"kappa: {material}")
-            try:
-                row = evaluate_material(load(material), potential, settings)
-            except Exception as err:  # one bad material must not stop the others
-                row = failed_row(material, f"{type(err).__name__}: {err}")
-            rows.append(row)
-            ds = save()
-            bar.advance(task)
-    return KappaSummary(ds if ds is not None else save())
+    evaluate = functools.partial(_kappa_row, load, settings)
+    ds = run_materials("kappa", ids, evaluate, potential, save, done=done, cluster=cluster, progress=progress, console=console)
+    return KappaSummary(ds)

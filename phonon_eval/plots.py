@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -40,44 +42,72 @@ def _tex(label: str) -> str:
     return r"$\Gamma$" if label in ("GAMMA", "G", "Γ") else label.replace("_", "")
 
 
+_MODEL_STYLES = (
+    {"color": "tab:red", "lw": 1.0, "ls": "--"},
+    {"color": "tab:blue", "lw": 1.0, "ls": "-."},
+    {"color": "tab:green", "lw": 1.0, "ls": ":"},
+    {"color": "tab:purple", "lw": 1.0, "ls": (0, (5, 1))},
+)
+
+
 def plot_bands(
-    ds: xr.Dataset, material: str, model_name: str = "model", reference_name: str = "reference (DFT)"
+    results: xr.Dataset | Sequence[xr.Dataset],
+    material: str,
+    model_name: str | Sequence[str] = "model",
+    reference_name: str = "reference",
 ) -> Figure:
-    """Phonon bands along the q-path (model vs reference) with the DOS beside them."""
-    m = material_slice(ds, material)
+    """Phonon bands along the q-path (one or more models vs the reference) with the DOS beside them.
+
+    Several results files of the same material (say before and after fine-tuning) are drawn
+    over one reference curve; they must share the band path and the reference, else ValueError.
+    """
+    datasets = [results] if isinstance(results, xr.Dataset) else list(results)
+    names = [model_name] if isinstance(model_name, str) else list(model_name)
+    if len(names) != len(datasets):
+        raise ValueError(f"{len(datasets)} results but {len(names)} model names")
+    if len(datasets) > len(_MODEL_STYLES):
+        raise ValueError(f"at most {len(_MODEL_STYLES)} results in one figure")
+    slices = [material_slice(ds, material) for ds in datasets]
+    m = slices[0]
+    for name, other in zip(names[1:], slices[1:]):
+        same_path = other["distance"].shape == m["distance"].shape and np.allclose(other["distance"], m["distance"])
+        if not same_path or not np.allclose(other["frequency_ref"], m["frequency_ref"], atol=1e-6):
+            raise ValueError(f"{name}: {material} has another band path or reference than {names[0]}")
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax, ax_dos = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1])
     ref_style = {"color": "0.2", "lw": 1.2}
-    model_style = {"color": "tab:red", "lw": 1.0, "ls": "--"}
     for seg in np.unique(m["segment"]):
         s = m["segment"] == seg
         x = m["distance"][s]
         ax.plot(x, m["frequency_ref"][s], **ref_style)
-        ax.plot(x, m["frequency"][s], **model_style)
-    ticks, names = [], []
+        for other, style in zip(slices, _MODEL_STYLES):
+            ax.plot(x, other["frequency"][s], **style)
+    ticks, labels = [], []
     for x, name in zip(m["distance"], m["label"]):
         if name:
             if ticks and np.isclose(ticks[-1], x):
-                if names[-1] != _tex(name):  # a break in the path: "X|K"
-                    names[-1] = f"{names[-1]}|{_tex(name)}"
+                if labels[-1] != _tex(name):  # a break in the path: "X|K"
+                    labels[-1] = f"{labels[-1]}|{_tex(name)}"
             else:
                 ticks.append(x)
-                names.append(_tex(name))
+                labels.append(_tex(name))
     for x in ticks:
         ax.axvline(x, color="0.7", lw=0.6)
     ax.axhline(0.0, color="0.7", lw=0.6)
-    ax.set_xticks(ticks, names)
+    ax.set_xticks(ticks, labels)
     ax.set_xlim(m["distance"][0], m["distance"][-1])
     ax.set_ylabel("Frequency (THz)")
     ax.set_title(f"{material} ({m['formula']})")
+    styles = _MODEL_STYLES[: len(slices)]
     ax.legend(
-        [Line2D([], [], **ref_style), Line2D([], [], **model_style)],
-        [reference_name, model_name],
+        [Line2D([], [], **ref_style)] + [Line2D([], [], **style) for style in styles],
+        [reference_name, *names],
         loc="lower right",
         frameon=False,
     )
     ax_dos.plot(m["dos_ref"], m["dos_frequency"], **ref_style)
-    ax_dos.plot(m["dos"], m["dos_frequency"], **model_style)
+    for other, style in zip(slices, styles):
+        ax_dos.plot(other["dos"], other["dos_frequency"], **style)
     ax_dos.set_xlabel("DOS (1/THz)")
     ax_dos.set_xlim(left=0)
     return fig

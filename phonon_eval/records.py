@@ -55,6 +55,7 @@ __all__ = [
     "Record",
     "RecordError",
     "ase_from_phonopy",
+    "compress_by_suffix",
     "is_yaml_name",
     "phonopy_from_ase",
     "produce_force_constants",
@@ -1040,12 +1041,15 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
         text += "\n" + "".join(lines)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    data = text.encode()
-    compress = {".xz": lzma.compress, ".lzma": lzma.compress, ".gz": _gzip, ".bz2": bz2.compress}
-    if path.suffix in compress:
-        data = compress[path.suffix](data)
-    atomic_write(path, data)
+    atomic_write(path, compress_by_suffix(text.encode(), path))
     return path
+
+
+def compress_by_suffix(data: bytes, path: str | os.PathLike) -> bytes:
+    """`data` compressed as the file name says (.xz/.lzma, .gz, .bz2), else unchanged."""
+    compress = {".xz": lzma.compress, ".lzma": lzma.compress, ".gz": _gzip, ".bz2": bz2.compress}
+    suffix = Path(path).suffix
+    return compress[suffix](data) if suffix in compress else data
 
 
 def _gzip(data: bytes) -> bytes:

@@ -1,12 +1,14 @@
 """Run the phonon evaluator over many materials: failures recorded, results saved as they come.
 
 After every material the whole results file is rewritten atomically, so a crash loses at most
-the material in flight, and `resume=True` skips what the file already holds.
+the materials in flight, and `resume=True` skips what the file already holds. Materials run in
+process or on a Dask cluster (`phonon_eval.fanout`) with the same results.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 from pathlib import Path
@@ -15,13 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from phonon_eval.datasets import Dataset
+from phonon_eval.fanout import Cluster, run_materials
 from phonon_eval.phonons import PhononSettings, evaluate_material
 from phonon_eval.potential import Potential
-from phonon_eval.results import failed_row, metrics, rows_from_dataset, to_dataset, write_atomic
+from phonon_eval.results import metrics, rows_from_dataset, to_dataset, write_atomic
 
 __all__ = ["Summary", "run_phonons", "software_versions"]
 
@@ -97,6 +99,10 @@ class Summary:
         return table
 
 
+def _phonon_row(data: Dataset, settings: PhononSettings, potential: Potential, material: str) -> dict[str, Any]:
+    return evaluate_material(data[material], potential, settings)
+
+
 def run_phonons(
     potential: Potential,
     data: Dataset,
@@ -105,19 +111,14 @@ def run_phonons(
     out: str | os.PathLike,
     *,
     resume: bool = False,
+    cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> Summary:
-    """Evaluate `ids` of `data` one by one, writing `out` after each; returns the final Dataset."""
+    """Evaluate `ids` of `data`, in process or on Dask, rewriting `out` after each material."""
     out = Path(out)
-    rows: list[dict[str, Any]] = []
-    if resume and out.is_file():
-        previous = xr.load_dataset(out)
-        rows = [r for r in rows_from_dataset(previous) if r["material"] in set(ids)]
-    done = {r["material"] for r in rows}
-    todo = [i for i in ids if i not in done]
-
+    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
     all_attrs = {
         "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
         "model_sha256": potential.sha256,
@@ -125,23 +126,13 @@ def run_phonons(
         **(attrs or {}),
     }
 
-    def save() -> xr.Dataset:
-        order = {m: k for k, m in enumerate(ids)}
-        ds = to_dataset(sorted(rows, key=lambda r: order[r["material"]]), np.asarray(settings.temperatures), all_attrs)
+    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
+        ds = to_dataset(rows, np.asarray(settings.temperatures), all_attrs)
         write_atomic(ds, out)
         return ds
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    ds = None
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("phonons", total=len(ids), completed=len(done))
-        for material in todo:
-            bar.update(task, description=f"phonons: {material}")
-            try:
-                row = evaluate_material(data[material], potential, settings)
-            except Exception as err:  # one bad material must not stop the others
-                row = failed_row(material, f"{type(err).__name__}: {err}")
-            rows.append(row)
-            ds = save()
-            bar.advance(task)
-    return Summary(ds if ds is not None else save())
+    evaluate = functools.partial(_phonon_row, data, settings)
+    ds = run_materials(
+        "phonons", ids, evaluate, potential, save, done=done, cluster=cluster, progress=progress, console=console
+    )
+    return Summary(ds)

@@ -33,6 +33,23 @@ def shared_file(relative: str) -> Path:
     return root / relative
 
 
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny random Nequix that knows Cu and Au only (Pt records fail with a named element)."""
+    import jax
+
+    import phonon_eval as pe
+
+    config = pe.NequixConfig(
+        atomic_numbers=(29, 79), cutoff=4.0, hidden_irreps="4x0e + 2x1o", lmax=1, n_layers=1,
+        radial_basis_size=4, radial_mlp_size=8, avg_n_neighbors=20.0,
+    )
+    pot = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(29, 79), cutoff=4.0)
+    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
+    pe.save_potential(path, pot)
+    return path
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked slow run only with PFT_SLOW=1 (CI cannot afford them on 2 cores)."""
     if os.environ.get("PFT_SLOW") == "1":

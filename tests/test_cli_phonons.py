@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
 import xarray as xr
 from typer.testing import CliRunner
@@ -13,19 +12,6 @@ from cli.eval import BUILTIN_DATASET, app
 
 runner = CliRunner()
 FAST = ["--no-relax", "--mesh", "4", "--temperatures", "0,300", "--band-points", "5", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """Knows Cu and Au only, so Pt-fcc in the test split fails with a named element."""
-    config = pe.NequixConfig(
-        atomic_numbers=(29, 79), cutoff=4.0, hidden_irreps="4x0e + 2x1o", lmax=1, n_layers=1,
-        radial_basis_size=4, radial_mlp_size=8, avg_n_neighbors=20.0,
-    )
-    pot = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(29, 79), cutoff=4.0)
-    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
-    pe.save_potential(path, pot)
-    return path
 
 
 @pytest.fixture
@@ -85,6 +71,15 @@ def test_plot_from_the_netcdf_alone(tmp_path, tiny_ckpt):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     res = runner.invoke(app, ["plot", str(out), "--material", "nope"])
     assert res.exit_code == 1 and "not in the results" in res.output
+
+    # several results over one reference; one from another material setting is refused
+    other = tmp_path / "other.nc"
+    res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "CuAu-L10", "--out", str(other), *FAST[:-3], "--band-points", "7", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["plot", str(out), str(out), "--material", "CuAu-L10", "--out", str(tmp_path / "two.png")])
+    assert res.exit_code == 0 and (tmp_path / "two.png").is_file(), res.output
+    res = runner.invoke(app, ["plot", str(out), str(other), "--material", "CuAu-L10", "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 1 and "another band path or reference" in res.output
 
 
 def test_bad_inputs_give_one_clear_line(tmp_path, tiny_ckpt):

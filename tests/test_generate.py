@@ -156,3 +156,36 @@ def test_main_writes_selected_records(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path), "--only", "Fe-bcc"])
     assert exit_.value.code == 2
+
+
+def test_committed_frames_match_the_generator(tmp_path):
+    """data/emt-frames is what `--frames` makes: EMT energy, forces and stress of each frame."""
+    from finetune.data import read_frames
+
+    assert main([str(tmp_path), "--frames", "--only", "Cu-fcc", "Au3Cu-L12"]) == 0
+    fresh = read_frames(tmp_path / "train.extxyz.xz")
+    assert len(fresh) == 2 * 12 and {a.info["material"] for a in fresh} == {"Cu-fcc", "Au3Cu-L12"}
+    for atoms in fresh[:3]:
+        stored = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = EMT()
+        np.testing.assert_allclose(atoms.get_potential_energy(), stored[0], atol=1e-6)  # extxyz keeps 8 decimals
+        np.testing.assert_allclose(atoms.get_forces(), stored[1], atol=1e-6)
+        np.testing.assert_allclose(atoms.get_stress(), stored[2], atol=1e-8)
+    # the committed files: every material, 12 training and 4 validation frames each
+    committed = read_frames(REPO / "data" / "emt-frames" / "train.extxyz.xz")
+    assert len(committed) == 16 * 12 and len(read_frames(REPO / "data" / "emt-frames" / "val.extxyz.xz")) == 16 * 4
+    cu = [a for a in committed if a.info["material"] == "Cu-fcc"]
+    assert len(cu) == 12 and all(len(a) == 32 for a in cu)
+
+
+def test_kappa_record_is_a_phono3py_record(tmp_path):
+    from phonon_eval.kappa import KappaMaterial
+
+    assert main([str(tmp_path), "--kappa"]) == 0
+    fresh = read_record(tmp_path / "Cu-fcc.yaml.xz")
+    committed = read_record(REPO / "data" / "emt-kappa" / "Cu-fcc.yaml.xz")
+    assert fresh.fc3_dataset is not None and len(fresh.fc3_dataset["first_atoms"]) == len(committed.fc3_dataset["first_atoms"])
+    np.testing.assert_allclose(fresh.unitcell.cell, committed.unitcell.cell, atol=1e-8)
+    assert json.loads((tmp_path / "split.json").read_text()) == {"test": ["Cu-fcc"]}
+    material = KappaMaterial.from_record(committed)
+    assert material.id == "Cu-fcc" and len(material.unitcell) == 4

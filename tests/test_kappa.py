@@ -369,8 +369,8 @@ def test_bad_inputs_give_one_clear_line(tiny_ckpt, tmp_path):
     assert res.exit_code == 2 and "--reference" in res.output
     res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--dataset", str(tmp_path), *out])
     assert res.exit_code == 2 and "--mesh" in res.output
-    res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--dataset", str(tmp_path), "--mesh", "4", "--workers", "2", *out])
-    assert res.exit_code == 2 and "issue 9" in res.output
+    res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--dataset", str(tmp_path), "--mesh", "4", "--workers", "2", "--scheduler", "tcp://h:8786", *out])
+    assert res.exit_code == 2 and "brings its own workers" in res.output
     res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--dataset", str(tmp_path), "--mesh", "4", "--method", "bte", *out])
     assert res.exit_code == 2 and "rta, wigner, lbte" in res.output
     res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--dataset", str(tmp_path), "--mesh", "4", "--temperatures", "100", *out])

@@ -1,0 +1,221 @@
+"""Per-material fan-out: in this process, or on a dask.distributed cluster, with the same results.
+
+The evaluators run one pure function per material, `evaluate(potential, material) -> row`. This
+module runs it over many materials and streams the rows into a results file: after every
+finished material the whole file is rewritten atomically in the input order, so a crash loses
+only the materials in flight and `resume=True` skips what the file holds, whoever computed it.
+
+On Dask the potential reaches each worker once (a task result that Dask copies to the workers
+and recomputes if all holders die), so its compiled JAX functions stay warm across materials. A material that raises becomes a failed
+row with its reason; a worker that dies (out of memory, killed) is replaced by the nanny and its
+material is retried once (`allowed-failures` 1 on a local cluster), then recorded as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import xarray as xr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from phonon_eval.potential import Potential
+from phonon_eval.results import failed_row
+
+__all__ = ["Cluster", "Evaluate", "run_materials", "worker_environment"]
+
+Row = dict[str, Any]
+Evaluate = Callable[[Potential, str], Row]
+"""(potential, material id) -> result row; must be picklable (a module-level function or a
+functools.partial of one) to run on Dask workers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where materials run: in process (the default), a local Dask cluster, or an existing one.
+
+    Attributes:
+        workers: process workers of a `LocalCluster` (1 and no scheduler: in process).
+        scheduler: address of a running Dask scheduler, e.g. "tcp://10.0.0.1:8786".
+        scheduler_file: JSON file a scheduler wrote (`dask scheduler --scheduler-file`, or
+            dask-jobqueue on Slurm/PBS).
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+    scheduler_file: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.scheduler is not None and self.scheduler_file is not None:
+            raise ValueError("give a scheduler address or a scheduler file, not both")
+        if (self.scheduler is not None or self.scheduler_file is not None) and self.workers != 1:
+            raise ValueError("--workers starts a local cluster; an existing scheduler brings its own workers")
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers == 1 and self.scheduler is None and self.scheduler_file is None
+
+    def describe(self) -> str:
+        if self.scheduler is not None:
+            return f"dask scheduler {self.scheduler}"
+        if self.scheduler_file is not None:
+            return f"dask scheduler from {self.scheduler_file}"
+        return "in process" if self.in_process else f"local dask cluster, {self.workers} workers"
+
+
+def worker_environment(workers: int, cores: int | None = None) -> dict[str, str]:
+    """Thread settings so that `workers` processes share the cores without oversubscribing them.
+
+    Each worker gets cores // workers BLAS/OpenMP threads; with one core each, XLA's CPU thread
+    pool is switched off too (it would otherwise start a thread per core in every worker).
+    """
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    return env
+
+
+def _evaluate_one(evaluate: Evaluate, potential: Potential, material: str) -> Row:
+    try:
+        return evaluate(potential, material)
+    except Exception as err:  # one bad material must not stop the others
+        return failed_row(material, f"{type(err).__name__}: {err}")
+
+
+def _same(potential: Potential) -> Potential:
+    return potential
+
+
+@contextlib.contextmanager
+def _client(cluster: Cluster) -> Iterator[Any]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    if cluster.scheduler is not None:
+        with Client(cluster.scheduler) as client:
+            yield client
+        return
+    if cluster.scheduler_file is not None:
+        with Client(scheduler_file=str(cluster.scheduler_file)) as client:
+            yield client
+        return
+    # a material whose worker dies is retried once, then KilledWorker: recorded as failed
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        local = LocalCluster(
+            n_workers=cluster.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=worker_environment(cluster.workers),
+        )
+        with local, Client(local) as client:
+            yield client
+
+
+def run_materials(
+    name: str,
+    ids: Sequence[str],
+    evaluate: Evaluate,
+    potential: Potential,
+    save: Callable[[list[Row]], xr.Dataset],
+    *,
+    done: Sequence[Row] = (),
+    cluster: Cluster = Cluster(),
+    progress: bool = True,
+    console: Console | None = None,
+) -> xr.Dataset:
+    """Evaluate every material of `ids` not already in `done`, saving after each one.
+
+    Args:
+        name: what is computed, for the progress bar ("phonons", "kappa").
+        ids: material ids in the order of the results.
+        evaluate: the per-material function.
+        potential: the potential (sent to each worker once).
+        save: writes the rows (in `ids` order) atomically and returns the Dataset.
+        done: rows of materials already evaluated (resume).
+        cluster: where to run.
+        progress: show a rich progress bar on `console`.
+
+    Returns:
+        The Dataset of the last save.
+    """
+    order = {m: k for k, m in enumerate(ids)}
+    rows = [r for r in done if r["material"] in order]
+    finished = {r["material"] for r in rows}
+    todo = [m for m in ids if m not in finished]
+
+    def add(row: Row) -> xr.Dataset:
+        rows.append(row)
+        return save(sorted(rows, key=lambda r: order[r["material"]]))
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    ds = None
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        task = bar.add_task(name, total=len(ids), completed=len(finished))
+
+        def tick(material: str) -> None:
+            bar.update(task, description=f"{name}: {material}", advance=1)
+
+        if cluster.in_process:
+            for material in todo:
+                bar.update(task, description=f"{name}: {material}")
+                ds = add(_evaluate_one(evaluate, potential, material))
+                bar.advance(task)
+        elif todo:
+            ds = _run_on_dask(name, todo, evaluate, potential, cluster, add, tick)
+    return ds if ds is not None else save(sorted(rows, key=lambda r: order[r["material"]]))
+
+
+def _run_on_dask(
+    name: str,
+    todo: list[str],
+    evaluate: Evaluate,
+    potential: Potential,
+    cluster: Cluster,
+    add: Callable[[Row], xr.Dataset],
+    tick: Callable[[str], None],
+) -> xr.Dataset | None:
+    from distributed import as_completed
+
+    ds = None
+    with _client(cluster) as client:
+        # a task, not scattered data: if every worker holding it dies, Dask recomputes it
+        remote = client.submit(_same, potential, key=f"potential-{potential.sha256}-{os.getpid()}", pure=False)
+        waiting = iter(todo)
+        running: dict[Any, str] = {}
+        finished = as_completed()
+
+        def fill() -> None:
+            # no more materials in flight than worker threads: a worker that dies then takes
+            # only its own material with it, and memory stays bounded on large clusters
+            slots = max(1, sum(client.nthreads().values()))
+            while len(running) < slots:
+                material = next(waiting, None)
+                if material is None:
+                    return
+                future = client.submit(_evaluate_one, evaluate, remote, material, key=f"{name}-{material}-{os.getpid()}", pure=False)
+                running[future] = material
+                finished.add(future)
+
+        fill()
+        for future in finished:
+            material = running.pop(future)
+            try:
+                row = future.result()
+            except Exception as err:  # KilledWorker after the retry, or a lost connection
+                row = failed_row(material, f"{type(err).__name__}: {err}")
+            ds = add(row)
+            tick(material)
+            fill()
+    return ds

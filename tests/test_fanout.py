@@ -1,0 +1,135 @@
+"""Evaluation fan-out on dask.distributed: the same results as in process, and dead workers recorded.
+
+Workers sharing two cores run XLA single-threaded; XLA's multi-threaded CPU kernels sum in
+another order, so the bitwise reference is an in-process run with the same thread setting
+(a subprocess, since XLA reads its flags once). The default multi-threaded in-process run agrees
+to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+import phonon_eval as pe
+from cli.eval import BUILTIN_DATASET, app
+from phonon_eval.datasets import Dataset
+from phonon_eval.fanout import Cluster, run_materials, worker_environment
+from phonon_eval.phonons import PhononSettings
+from phonon_eval.results import rows_from_dataset, to_dataset, write_atomic
+from phonon_eval.runner import _phonon_row
+
+runner = CliRunner()
+FAST = ["--no-relax", "--mesh", "4", "--temperatures", "0,300", "--band-points", "5", "--no-progress"]
+SETTINGS = PhononSettings(relax=False, mesh=(4, 4, 4), temperatures=(0.0, 300.0), band_points=5)
+IDS = ["Cu-fcc", "Pt-fcc", "Cu3Au-L12", "CuAu-L10"]  # Pt fails: the tiny model does not know it
+
+# the workers cannot import this test module: ship its functions by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def without_timing(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.drop_vars([v for v in ds.data_vars if str(v).startswith("time_")])
+    ds.attrs.pop("history", None)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, tiny_ckpt):
+    """The in-process run, with the thread settings a worker on one core gets."""
+    out = tmp_path_factory.mktemp("serial") / "serial.nc"
+    env = {**os.environ, **worker_environment(2, cores=2)}
+    argv = ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(out), *FAST]
+    done = subprocess.run([sys.executable, "-c", "from cli.eval import main; main()", *argv], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return xr.load_dataset(out)
+
+
+def test_two_workers_give_identical_results(serial, tiny_ckpt, tmp_path):
+    out = tmp_path / "workers.nc"
+    res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(out), "--workers", "2", *FAST])
+    assert res.exit_code == 0, res.output
+    assert "local dask cluster, 2 workers" in res.output
+    parallel = xr.load_dataset(out)
+    assert list(parallel["status"].values) == ["ok", "failed", "ok", "ok"]
+    xr.testing.assert_identical(without_timing(parallel), without_timing(serial))
+
+    # this process runs XLA multi-threaded: the same numbers up to float32 rounding
+    res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(tmp_path / "here.nc"), *FAST])
+    assert res.exit_code == 0, res.output
+    here = without_timing(xr.load_dataset(tmp_path / "here.nc"))
+    xr.testing.assert_allclose(here, without_timing(parallel), rtol=1e-4, atol=1e-3)
+
+
+def kill_on(victim: str, inner, potential, material: str):
+    """A material that kills the process evaluating it, as an out-of-memory kill would."""
+    if material == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return inner(potential, material)
+
+
+def test_a_killed_worker_is_recorded_and_the_others_finish(serial, tiny_ckpt, tmp_path):
+    out = tmp_path / "killed.nc"
+    potential = pe.load_potential(tiny_ckpt)
+    evaluate = functools.partial(kill_on, "Cu3Au-L12", functools.partial(_phonon_row, Dataset(BUILTIN_DATASET), SETTINGS))
+
+    def save(rows):
+        ds = to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs))
+        write_atomic(ds, out)
+        return ds
+
+    ds = run_materials("phonons", IDS, evaluate, potential, save, cluster=Cluster(workers=2), progress=False)
+    assert list(ds["material"].values) == IDS
+    killed = ds.sel(material="Cu3Au-L12")
+    assert str(killed["status"].values) == "failed" and "KilledWorker" in str(killed["error"].values)
+    others = {"Cu-fcc", "Pt-fcc", "CuAu-L10"}
+
+    def subset(ds):  # the ragged band and DOS arrays too, so rebuilt from the rows
+        rows = [r for r in rows_from_dataset(ds) if r["material"] in others]
+        return without_timing(to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs)))
+
+    xr.testing.assert_identical(subset(xr.load_dataset(out)), subset(serial))
+
+
+def test_resume_works_whoever_computed_the_rows(serial, tiny_ckpt, tmp_path):
+    """A file begun in process is finished by workers: only the missing materials run."""
+    out = tmp_path / "r.nc"
+    first = [r for r in rows_from_dataset(serial) if r["material"] in ("Cu-fcc", "CuAu-L10")]
+    write_atomic(to_dataset(first, SETTINGS.temperatures, dict(serial.attrs)), out)
+    seen = []
+    evaluate = functools.partial(_phonon_row, Dataset(BUILTIN_DATASET), SETTINGS)
+
+    def save(rows):
+        seen.append([r["material"] for r in rows])
+        return to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs))
+
+    done = rows_from_dataset(xr.load_dataset(out))
+    potential = pe.load_potential(tiny_ckpt)
+    ds = run_materials("phonons", IDS, evaluate, potential, save, done=done, cluster=Cluster(workers=2), progress=False)
+    assert len(seen) == 2 and seen[-1] == IDS  # two new materials, saved in the input order
+    xr.testing.assert_identical(without_timing(ds), without_timing(serial))
+
+
+def test_cluster_settings_are_checked():
+    assert Cluster().in_process and not Cluster(workers=2).in_process
+    with pytest.raises(ValueError, match="at least 1"):
+        Cluster(workers=0)
+    with pytest.raises(ValueError, match="not both"):
+        Cluster(scheduler="tcp://h:8786", scheduler_file="s.json")
+    with pytest.raises(ValueError, match="brings its own workers"):
+        Cluster(workers=2, scheduler="tcp://h:8786")
+
+
+def test_worker_threads_share_the_cores():
+    env = worker_environment(2, cores=2)
+    assert env["OMP_NUM_THREADS"] == "1" and "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    env = worker_environment(2, cores=8)
+    assert env["OMP_NUM_THREADS"] == "4" and "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", "")
