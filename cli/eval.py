@@ -102,7 +102,7 @@ def _parse_temperatures(text: str) -> tuple[float, ...]:
 
 
 WorkersOption = Annotated[int, typer.Option(
-    min=1, help="Run materials on a local Dask cluster of this many process workers (threads split "
+    help="Run materials on a local Dask cluster of this many process workers (threads split "
     "so the cores are not oversubscribed); 1: in this process.")]
 SchedulerOption = Annotated[Optional[str], typer.Option(
     help="Address of a running Dask scheduler (e.g. one started by dask-jobqueue on Slurm) to run the materials on.")]

@@ -38,7 +38,7 @@ def finetune(
     batch_size: Annotated[Optional[int], typer.Option(help="Phonon structures per step (default 4).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    devices: Annotated[int, typer.Option(min=1, help=(
+    devices: Annotated[int, typer.Option(help=(
         "Data parallelism: split every batch over the first N devices (batch sizes must be "
         "multiples of N; results do not depend on N). On CPU, "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N gives N host devices."))] = 1,

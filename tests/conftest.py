@@ -50,6 +50,19 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_caches():
+    """Drop compiled executables after each test module: one pytest process compiles hundreds
+    of programs, and holding them all only grows its memory."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked slow run only with PFT_SLOW=1 (CI cannot afford them on 2 cores)."""
     if os.environ.get("PFT_SLOW") == "1":

@@ -133,3 +133,28 @@ def test_worker_threads_share_the_cores():
     assert env["OMP_NUM_THREADS"] == "1" and "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     env = worker_environment(2, cores=8)
     assert env["OMP_NUM_THREADS"] == "4" and "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", "")
+
+
+def test_an_existing_cluster_by_address_and_by_scheduler_file(serial, tiny_ckpt, tmp_path):
+    """--scheduler and --scheduler-file reach a cluster started elsewhere (here: by the test)."""
+    import json
+
+    from distributed import LocalCluster
+
+    env = worker_environment(1, cores=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None, env=env) as cluster:
+        res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "CuAu-L10", "--out", str(tmp_path / "a.nc"), "--scheduler", cluster.scheduler_address, *FAST])
+        assert res.exit_code == 0, res.output
+        assert f"dask scheduler {cluster.scheduler_address}" in res.output
+        scheduler_file = tmp_path / "scheduler.json"  # what `dask scheduler --scheduler-file` writes, in short
+        scheduler_file.write_text(json.dumps({"type": "Scheduler", "address": cluster.scheduler_address}))
+        res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "CuAu-L10", "--out", str(tmp_path / "b.nc"), "--scheduler-file", str(scheduler_file), *FAST])
+        assert res.exit_code == 0, res.output
+    a, b = xr.load_dataset(tmp_path / "a.nc"), xr.load_dataset(tmp_path / "b.nc")
+    expected = [r for r in rows_from_dataset(serial) if r["material"] == "CuAu-L10"]
+    expected = without_timing(to_dataset(expected, SETTINGS.temperatures, dict(serial.attrs)))
+    expected.attrs = {}  # the runs differ in their inputs' attributes (split, output)
+    for ds in (a, b):
+        ds = without_timing(ds)
+        ds.attrs = {}
+        xr.testing.assert_identical(ds, expected)
