@@ -18,7 +18,6 @@ import datetime
 import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +26,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from phonon_eval.fanout import Cluster, run_materials
+from phonon_eval.fanout import Cluster
 from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
 from phonon_eval.potential import Potential
-from phonon_eval.results import failed_row, write_atomic
-from phonon_eval.runner import software_versions
+from phonon_eval.results import failed_row
+from phonon_eval.runner import run_to_file
 
 __all__ = ["PER_MATERIAL", "PER_QPOINT", "KappaSummary", "metrics", "rows_from_dataset", "run_kappa", "to_dataset"]
 
@@ -276,20 +275,9 @@ def run_kappa(
     Returns:
         The summary of the final Dataset.
     """
-    out = Path(out)
-    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
-    all_attrs = {
-        "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
-        "model_sha256": potential.sha256,
-        **settings.as_attrs(),
-        **(attrs or {}),
-    }
-
-    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
-        ds = to_dataset(rows, settings.temperatures, all_attrs)
-        write_atomic(ds, out)
-        return ds
-
     evaluate = functools.partial(_kappa_row, load, settings)
-    ds = run_materials("kappa", ids, evaluate, potential, save, done=done, cluster=cluster, progress=progress, console=console)
+    ds = run_to_file(
+        "kappa", ids, evaluate, potential, settings, out, to_dataset, rows_from_dataset,
+        resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
+    )
     return KappaSummary(ds)

@@ -12,7 +12,7 @@ import functools
 import os
 import platform
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from phonon_eval.datasets import Dataset
-from phonon_eval.fanout import Cluster, run_materials
+from phonon_eval.fanout import Cluster, Evaluate, run_materials
 from phonon_eval.phonons import PhononSettings, evaluate_material
 from phonon_eval.potential import Potential
 from phonon_eval.results import metrics, rows_from_dataset, to_dataset, write_atomic
 
-__all__ = ["Summary", "run_phonons", "software_versions"]
+__all__ = ["Summary", "run_phonons", "run_to_file", "software_versions"]
 
 
 def software_versions() -> dict[str, str]:
@@ -103,6 +103,44 @@ def _phonon_row(data: Dataset, settings: PhononSettings, potential: Potential, m
     return evaluate_material(data[material], potential, settings)
 
 
+def run_to_file(
+    name: str,
+    ids: Sequence[str],
+    evaluate: Evaluate,
+    potential: Potential,
+    settings: Any,
+    out: str | os.PathLike,
+    to_dataset: Callable[..., xr.Dataset],
+    rows_from_dataset: Callable[[xr.Dataset], list[dict[str, Any]]],
+    *,
+    resume: bool = False,
+    cluster: Cluster = Cluster(),
+    progress: bool = True,
+    console: Console | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """`run_materials` into a results netCDF of one format (phonons or κ), resumable.
+
+    `settings` gives `temperatures` and `as_attrs()`; `to_dataset(rows, temperatures, attrs)` and
+    `rows_from_dataset(ds)` are the format's writer and reader.
+    """
+    out = Path(out)
+    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
+    all_attrs = {
+        "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
+        "model_sha256": potential.sha256,
+        **settings.as_attrs(),
+        **(attrs or {}),
+    }
+
+    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
+        ds = to_dataset(rows, settings.temperatures, all_attrs)
+        write_atomic(ds, out)
+        return ds
+
+    return run_materials(name, ids, evaluate, potential, save, done=done, cluster=cluster, progress=progress, console=console)
+
+
 def run_phonons(
     potential: Potential,
     data: Dataset,
@@ -117,22 +155,9 @@ def run_phonons(
     attrs: dict[str, Any] | None = None,
 ) -> Summary:
     """Evaluate `ids` of `data`, in process or on Dask, rewriting `out` after each material."""
-    out = Path(out)
-    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
-    all_attrs = {
-        "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
-        "model_sha256": potential.sha256,
-        **settings.as_attrs(),
-        **(attrs or {}),
-    }
-
-    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
-        ds = to_dataset(rows, np.asarray(settings.temperatures), all_attrs)
-        write_atomic(ds, out)
-        return ds
-
     evaluate = functools.partial(_phonon_row, data, settings)
-    ds = run_materials(
-        "phonons", ids, evaluate, potential, save, done=done, cluster=cluster, progress=progress, console=console
+    ds = run_to_file(
+        "phonons", ids, evaluate, potential, settings, out, to_dataset, rows_from_dataset,
+        resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
     )
     return Summary(ds)
