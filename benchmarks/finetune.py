@@ -6,10 +6,15 @@ the full-Hessian step (jacfwd over the gradient, the loss the seed starts from).
 step is only compiled, not run, where XLA's own memory estimate exceeds `--max-gb`; its estimate
 is printed either way. Ratios are measured in this one run.
 
+With --curve: the seed's demo at full size. The same start trained by HVP column steps and by
+full-Hessian steps (Adam, column loss only); diamond Si has one column class, so every sampled
+column's MAE is the full-Hessian MAE and the two curves must agree. Needs about 17 GB.
+
 With --sampling: the validation Hessian MAE curves of uniform, symmetry-weighted and cycling
 column sampling on the built-in EMT records (several seeds), and steps to a common target.
 
     python benchmarks/finetune.py [--steps 5] [--max-gb 8]
+    python benchmarks/finetune.py --curve [--steps 5]
     python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
 """
 
@@ -89,10 +94,64 @@ def sampling(epochs: int, seeds: int) -> None:
               f"{(reach['cycle'] or float('nan')) / reach['uniform']:.2f}")
 
 
+def _si64():
+    """The mp-149 record's 64-atom supercell example and a random small Nequix for it."""
+    record = pe.read_record(shared_dir() / "data" / "mdr" / "mp-149.yaml")
+    config = pe.NequixConfig(atomic_numbers=(14,), avg_n_neighbors=20.0, **SMALL)
+    potential = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(14,), cutoff=5.0)
+    return phonon_examples([record], "symmetry")[0], potential
+
+
+def _full_hessian_mae(ex, potential):
+    """The MAE over the real atoms' full Hessian (jacfwd over the gradient), as a loss of the weights."""
+    graph, r, cell = _inputs(potential, ex.atoms, None)
+    n, pad = len(ex.atoms), graph.n_nodes - len(ex.atoms)
+    ref = jnp.asarray(np.pad(ex.force_constants, ((0, pad), (0, pad), (0, 0), (0, 0))))
+    real = jnp.asarray(np.arange(graph.n_nodes) < n)
+    pair = (real[:, None] & real[None, :])[:, :, None, None]
+    return lambda p: jnp.sum(jnp.where(pair, jnp.abs(hessian(p.energy_fn(graph), r, cell) - ref), 0.0)) / (9 * n * n)
+
+
+def curve(steps: int) -> None:
+    """HVP column training and full-Hessian training from one start, side by side."""
+    from finetune.trainer import TrainConfig, Trainer
+
+    ex, potential = _si64()
+    cfg = TrainConfig(epochs=steps, batch_size=1, learning_rate=3e-3, schedule="constant", optimizer="adam",
+                      force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, ema_decay=0.0)
+    trainer = Trainer(potential, cfg, [ex])
+    opt = optax.adam(3e-3)
+    full_mae = _full_hessian_mae(ex, potential)
+
+    @eqx.filter_jit
+    def full_step(p, s):
+        loss, grads = eqx.filter_value_and_grad(full_mae)(p)
+        updates, s = opt.update(grads, s, eqx.filter(p, eqx.is_inexact_array))
+        return eqx.apply_updates(p, updates), s, loss
+
+    p, s = potential, opt.init(eqx.filter(potential, eqx.is_inexact_array))
+    print(f"Si {len(ex.atoms)} atoms, one column class; column MAE (eV/Å²) before each Adam step (lr 3e-3)")
+    print(" step  HVP column    full Hessian   HVP s   full s")
+    hvp, full = [], []
+    for k in range(steps):
+        t = time.perf_counter()
+        hvp.append(trainer.train_epoch()["column_loss_mean"])
+        t_hvp = time.perf_counter() - t
+        t = time.perf_counter()
+        p, s, loss = full_step(p, s)
+        full.append(float(loss))
+        t_full = time.perf_counter() - t
+        print(f"{k:5d}  {hvp[-1]:10.6f}  {full[-1]:12.6f}  {t_hvp:6.1f}  {t_full:7.1f}", flush=True)
+    rel = np.max(np.abs(np.subtract(hvp, full)) / np.abs(full))
+    print(f"largest relative difference between the curves: {rel:.1e} (the first step includes compilation)")
+    print(f"peak memory (RSS): {peak_rss_mb():.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--max-gb", type=float, default=8.0, help="run the full-Hessian step only below this estimate")
+    parser.add_argument("--curve", action="store_true", help="HVP vs full-Hessian loss curves on Si 64 instead")
     parser.add_argument("--sampling", action="store_true", help="compare column samplers on data/emt instead")
     parser.add_argument("--epochs", type=int, default=8, help="with --sampling")
     parser.add_argument("--seeds", type=int, default=3, help="with --sampling")
@@ -100,12 +159,11 @@ def main() -> None:
     if args.sampling:
         sampling(args.epochs, args.seeds)
         return
-    shared = shared_dir()
-    record = pe.read_record(shared / "data" / "mdr" / "mp-149.yaml")
-    config = pe.NequixConfig(atomic_numbers=(14,), avg_n_neighbors=20.0, **SMALL)
-    potential = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(14,), cutoff=5.0)
+    if args.curve:
+        curve(args.steps)
+        return
+    ex, potential = _si64()
     n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(potential, eqx.is_inexact_array)))
-    ex = phonon_examples([record])[0]
     batch = Batcher(potential, [ex], 1).make([0], np.random.default_rng(0))
     opt = optax.adam(3e-3)
     params = eqx.filter(potential, eqx.is_inexact_array)
@@ -126,10 +184,7 @@ def main() -> None:
         "force step": step_of(lambda p: batch_loss(p, batch, force_w, False)[0]),
         "HVP step": step_of(lambda p: batch_loss(p, batch, pft_w, True)[0]),
     }
-    graph, r, cell = _inputs(potential, ex.atoms, None)
-    n = graph.n_nodes
-    ref = jnp.asarray(np.pad(ex.force_constants, ((0, n - 64), (0, n - 64), (0, 0), (0, 0))))
-    steps["full-Hessian step"] = step_of(lambda p: jnp.abs(hessian(p.energy_fn(graph), r, cell) - ref).mean())
+    steps["full-Hessian step"] = step_of(_full_hessian_mae(ex, potential))
 
     print(f"Si {len(ex.atoms)} atoms, small Nequix ({n_params:,} parameters), {args.steps} steps each")
     times = {}

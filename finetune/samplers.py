@@ -3,12 +3,13 @@
 `uniform` draws any of the 3N columns with equal probability (the PFT paper). `symmetry` draws
 only the representative of a symmetry class of columns, with probability multiplicity / 3N:
 every member of a class has the same absolute entries (`SupercellSymmetry.column_orbits`), so
-the column loss, and hence its expectation, is exactly that of uniform sampling, with no
-work spent on columns that carry no new information. `cycle` visits every class once per epoch
-in a shuffled order and weights each draw by n_classes · multiplicity / 3N, so that the mean
-over an epoch equals the uniform expectation.
+the column loss, and hence its expectation, is exactly that of uniform sampling. For an
+equivariant model the members also share the parameter gradient, so the two samplers give the
+same distribution of training steps: the classes buy coverage, not speed. `cycle` visits every
+class once per epoch in a shuffled order and weights each draw by n_classes · multiplicity / 3N,
+so that the mean over an epoch equals the uniform expectation.
 
-A sampler is a small pure object: `draw(key) -> (atom, direction, weight)` for one structure.
+A sampler is a small object: `draw(rng) -> (atom, direction, weight)` for one structure.
 """
 
 from __future__ import annotations

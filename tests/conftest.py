@@ -36,16 +36,21 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A tiny random Nequix that knows Cu and Au only (Pt records fail with a named element)."""
+    return tiny_model_file(tmp_path_factory.mktemp("model"), (29, 79), cutoff=4.0, seed=0)
+
+
+def tiny_model_file(directory: Path, atomic_numbers: tuple[int, ...], cutoff: float, seed: int) -> Path:
+    """`directory`/tiny.ckpt: a one-layer random Nequix (4x0e + 2x1o) for fast end-to-end tests."""
     import jax
 
     import phonon_eval as pe
 
     config = pe.NequixConfig(
-        atomic_numbers=(29, 79), cutoff=4.0, hidden_irreps="4x0e + 2x1o", lmax=1, n_layers=1,
+        atomic_numbers=atomic_numbers, cutoff=cutoff, hidden_irreps="4x0e + 2x1o", lmax=1, n_layers=1,
         radial_basis_size=4, radial_mlp_size=8, avg_n_neighbors=20.0,
     )
-    pot = pe.Potential(model=pe.Nequix(config, key=jax.random.key(0)), atomic_numbers=(29, 79), cutoff=4.0)
-    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
+    pot = pe.Potential(model=pe.Nequix(config, key=jax.random.key(seed)), atomic_numbers=atomic_numbers, cutoff=cutoff)
+    path = directory / "tiny.ckpt"
     pe.save_potential(path, pot)
     return path
 

@@ -6,7 +6,6 @@ import functools
 import json
 
 import ase.io
-import jax
 import numpy as np
 import phono3py
 import pytest
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 import phonon_eval as pe
 import phonon_eval.kappa_results as kappa_results_module
 from cli.eval import app
-from conftest import shared_file
+from conftest import shared_file, tiny_model_file
 from phonon_eval.kappa import (
     Conductivity,
     KappaInputError,
@@ -250,14 +249,7 @@ def test_matbench_inputs_are_read(si_record, si_rta11, tmp_path):
 def tiny_ckpt(tmp_path_factory):
     """A random Nequix model that knows Si only. Seed 5 with a 3 Å cutoff happens to give diamond
     Si real (soft) phonons on the test mesh and imaginary ones 5 % expanded."""
-    config = pe.NequixConfig(
-        atomic_numbers=(14,), cutoff=3.0, hidden_irreps="4x0e + 2x1o", lmax=1, n_layers=1,
-        radial_basis_size=4, radial_mlp_size=8, avg_n_neighbors=20.0,
-    )
-    pot = pe.Potential(model=pe.Nequix(config, key=jax.random.key(5)), atomic_numbers=(14,), cutoff=3.0)
-    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
-    pe.save_potential(path, pot)
-    return path
+    return tiny_model_file(tmp_path_factory.mktemp("model"), (14,), cutoff=3.0, seed=5)
 
 
 @pytest.fixture
