@@ -10,8 +10,9 @@ With --curve: the seed's demo at full size. The same start trained by HVP column
 full-Hessian steps (Adam, column loss only); diamond Si has one column class, so every sampled
 column's MAE is the full-Hessian MAE and the two curves must agree. Needs about 17 GB.
 
-With --sampling: the validation Hessian MAE curves of uniform, symmetry-weighted and cycling
-column sampling on the built-in EMT records (several seeds), and steps to a common target.
+With --sampling: the validation Hessian MAE after every step for uniform, symmetry-weighted and
+cycling column sampling on the built-in EMT records (several seeds), and the steps each takes to
+reach the level all of them reach.
 
     python benchmarks/finetune.py [--steps 5] [--max-gb 8]
     python benchmarks/finetune.py --curve [--steps 5]
@@ -58,7 +59,7 @@ def _memory_gb(compiled) -> float:
 
 
 def sampling(epochs: int, seeds: int) -> None:
-    """Validation Hessian MAE per epoch for uniform, symmetry and cycle sampling on data/emt."""
+    """Validation Hessian MAE after every step for uniform, symmetry and cycle sampling on data/emt."""
     from finetune.trainer import TrainConfig, Trainer
 
     data = pe.Dataset(_HERE.parent / "data" / "emt")
@@ -77,21 +78,20 @@ def sampling(epochs: int, seeds: int) -> None:
             trainer = Trainer(start, cfg, examples, val)
             curve = [trainer.validate()["val_hessian_mae"]]
             for _ in range(epochs):
-                trainer.train_epoch()
-                curve.append(trainer.validate()["val_hessian_mae"])
+                trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
             curves.setdefault(kind, []).append(curve)
-    steps_per_epoch = trainer.steps_per_epoch
+    per_epoch = trainer.steps_per_epoch
     mean = {k: np.mean(v, axis=0) for k, v in curves.items()}
-    target = 1.1 * max(m.min() for m in mean.values())
-    print(f"validation Hessian MAE (eV/Å²) on data/emt val, mean of {seeds} seeds, {steps_per_epoch} steps per epoch")
-    print("epoch " + " ".join(f"{k:>9s}" for k in mean))
-    for e in range(epochs + 1):
-        print(f"{e:5d} " + " ".join(f"{mean[k][e]:9.4f}" for k in mean))
-    reach = {k: next((e * steps_per_epoch for e, v in enumerate(m) if v <= target), None) for k, m in mean.items()}
+    print(f"validation Hessian MAE (eV/Å²) on data/emt val, mean of {seeds} seeds, {per_epoch} steps per epoch")
+    print("  step " + " ".join(f"{k:>9s}" for k in mean))
+    for step in range(0, epochs * per_epoch + 1, per_epoch):
+        print(f"{step:6d} " + " ".join(f"{mean[k][step]:9.4f}" for k in mean))
+    # the level that every sampler's mean curve reaches, and the first step at which each does
+    target = max(m.min() for m in mean.values())
+    reach = {k: int(np.argmax(m <= target)) for k, m in mean.items()}
     print(f"steps to reach {target:.4f}: " + ", ".join(f"{k} {v}" for k, v in reach.items()))
-    if reach["uniform"] and reach["symmetry"]:
-        print(f"steps-to-target symmetry / uniform = {reach['symmetry'] / reach['uniform']:.2f}; cycle / uniform = "
-              f"{(reach['cycle'] or float('nan')) / reach['uniform']:.2f}")
+    print(f"steps-to-target symmetry / uniform = {reach['symmetry'] / reach['uniform']:.2f}; "
+          f"cycle / uniform = {reach['cycle'] / reach['uniform']:.2f}")
 
 
 def _si64():

@@ -129,8 +129,7 @@ class Batcher:
         for (n_nodes, _), members in self.groups.items():
             n_edges = max(graphs[i].n_edges for i in members)
             for i in members:
-                g = potential.graph(self.examples[i].atoms, n_nodes=n_nodes, n_edges=n_edges)
-                self._graphs[i] = dataclasses.replace(g, n_atoms=0)  # static fields must agree to stack
+                self._graphs[i] = potential.graph(self.examples[i].atoms, n_nodes=n_nodes, n_edges=n_edges)
         self.dtype = potential.dtype
         self.has_columns = any(e.force_constants is not None for e in self.examples)
 

@@ -31,8 +31,10 @@ class Graph(eqx.Module):
         senders, receivers: (E,) int32; the edge vector is r[senders] - r[receivers] + shifts @ cell.
         shifts: (E, 3) lattice shifts (integers stored as floats).
         node_mask, edge_mask: (N,), (E,) True for real nodes and edges.
-        n_atoms: number of real atoms (static).
         cutoff: the radius the edges were built with, skin included (static).
+
+    Structures of different atom counts padded to the same sizes share every compiled
+    function: nothing about a graph is static except the cutoff, which is the potential's.
     """
 
     species: jax.Array
@@ -41,8 +43,12 @@ class Graph(eqx.Module):
     shifts: jax.Array
     node_mask: jax.Array
     edge_mask: jax.Array
-    n_atoms: int = eqx.field(static=True)
     cutoff: float = eqx.field(static=True)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of real atoms (outside jit: it reads the node mask)."""
+        return int(np.count_nonzero(np.asarray(self.node_mask)))
 
     @property
     def n_nodes(self) -> int:
@@ -153,7 +159,6 @@ def build_graph(
         shifts=jnp.asarray(shifts),
         node_mask=jnp.asarray(np.arange(n_pad) < n),
         edge_mask=jnp.asarray(np.arange(e_pad) < e),
-        n_atoms=n,
         cutoff=radius,
     )
 
@@ -161,5 +166,5 @@ def build_graph(
 def pad_positions(positions: np.ndarray, graph: Graph, dtype=np.float32) -> jax.Array:
     """(N, 3) -> (graph.n_nodes, 3), zeros on padded nodes."""
     out = np.zeros((graph.n_nodes, 3), dtype=dtype)
-    out[: graph.n_atoms] = positions
+    out[: len(positions)] = positions
     return jnp.asarray(out)

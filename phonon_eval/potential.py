@@ -161,12 +161,12 @@ def energy_forces_stress(
 ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Energy (eV), forces (N, 3) eV/Å and stress (3, 3) eV/Å³ (None unless fully periodic)."""
     graph, r, cell = _inputs(potential, atoms, graph)
-    n = graph.n_atoms
+    n = len(atoms)
     if atoms.pbc.all():
         e, f, s = _efs(potential, graph, r, cell)
-        return float(e), np.asarray(f[:n], dtype=np.float64), np.asarray(s, dtype=np.float64)
+        return float(e), np.asarray(f, dtype=np.float64)[:n], np.asarray(s, dtype=np.float64)
     e, f = _ef(potential, graph, r, cell)
-    return float(e), np.asarray(f[:n], dtype=np.float64), None
+    return float(e), np.asarray(f, dtype=np.float64)[:n], None
 
 
 def hessian_vector_product(
@@ -178,14 +178,14 @@ def hessian_vector_product(
     if vector.shape != (len(atoms), 3):
         raise ValueError(f"vector must have shape ({len(atoms)}, 3), got {vector.shape}")
     v = pad_positions(vector, graph, potential.dtype)
-    return np.asarray(_hvp(potential, graph, r, cell, v)[: graph.n_atoms], dtype=np.float64)
+    return np.asarray(_hvp(potential, graph, r, cell, v), dtype=np.float64)[: len(atoms)]
 
 
 def hessian(potential: Potential, atoms: ase.Atoms, graph: Graph | None = None) -> np.ndarray:
     """Dense Hessian (N, N, 3, 3) in eV/Å², phonopy's force-constant layout. Small systems only."""
     graph, r, cell = _inputs(potential, atoms, graph)
-    n = graph.n_atoms
-    return np.asarray(_hessian(potential, graph, r, cell)[:n, :n], dtype=np.float64)
+    n = len(atoms)
+    return np.asarray(_hessian(potential, graph, r, cell), dtype=np.float64)[:n, :n]
 
 
 def _chunked(fn, items: np.ndarray, chunk: int) -> np.ndarray:
@@ -221,7 +221,7 @@ def hessian_columns(
     for k, (atom, direction) in enumerate(columns):
         vs[k, atom, direction] = 1.0
     cols = _chunked(lambda v: _hvp_batch(potential, graph, r, cell, jnp.asarray(v)), vs, chunk)
-    return cols[:, : graph.n_atoms]
+    return cols[:, : len(atoms)]
 
 
 def batched_forces(

@@ -195,6 +195,32 @@ def test_padding_does_not_change_results(tiny, nacl):
         np.testing.assert_allclose(s, ref[2], atol=1e-12)
 
 
+def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, nacl):
+    """Only shapes select a compiled function: a smaller structure padded like `nacl` compiles
+    nothing new, and its results equal those of its own unpadded graph."""
+    import jax.monitoring
+
+    smaller = nacl[:-3]
+    padded = tiny.graph(nacl)
+    same_shape = tiny.graph(smaller, n_nodes=padded.n_nodes, n_edges=padded.n_edges)
+    pe.energy_forces_stress(tiny, nacl, padded)
+    v = np.ones((len(smaller), 3))
+    pe.hessian_vector_product(tiny, nacl, np.ones((len(nacl), 3)), padded)
+    compiled = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiled.append(event) if event.endswith("backend_compile_duration") else None
+    )
+    e, f, s = pe.energy_forces_stress(tiny, smaller, same_shape)
+    hv = pe.hessian_vector_product(tiny, smaller, v, same_shape)
+    assert compiled == []
+    ref = pe.energy_forces_stress(tiny, smaller)
+    assert f.shape == (len(smaller), 3) and hv.shape == (len(smaller), 3)
+    assert e == pytest.approx(ref[0], rel=1e-12)
+    np.testing.assert_allclose(f, ref[1], atol=1e-12)
+    np.testing.assert_allclose(s, ref[2], atol=1e-12)
+    np.testing.assert_allclose(hv, pe.hessian_vector_product(tiny, smaller, v), atol=1e-10)
+
+
 def test_ase_calculator_matches_functional_api(tiny, nacl):
     a = nacl.copy()
     a.calc = tiny.calculator()
