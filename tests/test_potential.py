@@ -204,14 +204,20 @@ def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, 
     padded = tiny.graph(nacl)
     same_shape = tiny.graph(smaller, n_nodes=padded.n_nodes, n_edges=padded.n_edges)
     pe.energy_forces_stress(tiny, nacl, padded)
-    v = np.ones((len(smaller), 3))
     pe.hessian_vector_product(tiny, nacl, np.ones((len(nacl), 3)), padded)
+    v = np.ones((len(smaller), 3))
     compiled = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **kw: compiled.append(event) if event.endswith("backend_compile_duration") else None
-    )
-    e, f, s = pe.energy_forces_stress(tiny, smaller, same_shape)
-    hv = pe.hessian_vector_product(tiny, smaller, v, same_shape)
+
+    def listener(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration"):
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        e, f, s = pe.energy_forces_stress(tiny, smaller, same_shape)
+        hv = pe.hessian_vector_product(tiny, smaller, v, same_shape)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     ref = pe.energy_forces_stress(tiny, smaller)
     assert f.shape == (len(smaller), 3) and hv.shape == (len(smaller), 3)
