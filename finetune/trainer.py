@@ -270,7 +270,7 @@ class Trainer:
         if self._replicated is not None:
             # one local replica: replicated weights would run every validation pass on all devices
             ema = jax.tree.map(lambda x: x.addressable_data(0) if eqx.is_array(x) else x, ema)
-        e_mae, f_mae = efs_mae(ema, self.cotrain_val) if self.cotrain_val else (float("nan"), float("nan"))
+        e_mae, f_mae = efs_mae(ema, self.cotrain_val or [])
         return {"val_hessian_mae": hessian_mae(ema, self.val), "val_energy_mae": e_mae, "val_force_mae": f_mae}
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -6,9 +6,10 @@ finished material the whole file is rewritten atomically in the input order, so 
 only the materials in flight and `resume=True` skips what the file holds, whoever computed it.
 
 On Dask the potential reaches each worker once (a task result that Dask copies to the workers
-and recomputes if all holders die), so its compiled JAX functions stay warm across materials. A material that raises becomes a failed
-row with its reason; a worker that dies (out of memory, killed) is replaced by the nanny and its
-material is retried once (`allowed-failures` 1 on a local cluster), then recorded as failed.
+and recomputes if all holders die), so its compiled JAX functions stay warm across materials.
+A material that raises becomes a failed row with its reason; a worker that dies (out of memory,
+killed) is replaced by the nanny and its material is retried once (`allowed-failures` 1 on a
+local cluster), then recorded as failed.
 """
 
 from __future__ import annotations
@@ -155,9 +156,12 @@ def run_materials(
     finished = {r["material"] for r in rows}
     todo = [m for m in ids if m not in finished]
 
+    def save_in_order() -> xr.Dataset:
+        return save(sorted(rows, key=lambda r: order[r["material"]]))
+
     def add(row: Row) -> xr.Dataset:
         rows.append(row)
-        return save(sorted(rows, key=lambda r: order[r["material"]]))
+        return save_in_order()
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     ds = None
@@ -174,7 +178,7 @@ def run_materials(
                 bar.advance(task)
         elif todo:
             ds = _run_on_dask(name, todo, evaluate, potential, cluster, add, tick)
-    return ds if ds is not None else save(sorted(rows, key=lambda r: order[r["material"]]))
+    return ds if ds is not None else save_in_order()
 
 
 def _run_on_dask(

@@ -76,11 +76,12 @@ def plot_bands(
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax, ax_dos = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1])
     ref_style = {"color": "0.2", "lw": 1.2}
+    styles = _MODEL_STYLES[: len(slices)]
     for seg in np.unique(m["segment"]):
         s = m["segment"] == seg
         x = m["distance"][s]
         ax.plot(x, m["frequency_ref"][s], **ref_style)
-        for other, style in zip(slices, _MODEL_STYLES):
+        for other, style in zip(slices, styles):
             ax.plot(x, other["frequency"][s], **style)
     ticks, labels = [], []
     for x, name in zip(m["distance"], m["label"]):
@@ -98,7 +99,6 @@ def plot_bands(
     ax.set_xlim(m["distance"][0], m["distance"][-1])
     ax.set_ylabel("Frequency (THz)")
     ax.set_title(f"{material} ({m['formula']})")
-    styles = _MODEL_STYLES[: len(slices)]
     ax.legend(
         [Line2D([], [], **ref_style)] + [Line2D([], [], **style) for style in styles],
         [reference_name, *names],

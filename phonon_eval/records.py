@@ -55,13 +55,13 @@ __all__ = [
     "Record",
     "RecordError",
     "ase_from_phonopy",
-    "compress_by_suffix",
     "is_yaml_name",
     "phonopy_from_ase",
     "produce_force_constants",
     "read_record",
     "record_id",
     "write_record",
+    "write_text",
 ]
 
 try:  # the C loader parses a 700 kB MDR file many times faster
@@ -1026,7 +1026,6 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
     """
     from phonopy.harmonic.force_constants import full_fc_to_compact_fc
 
-    path = Path(path)
     ph = record._phonopy_without_fc()
     if record.dataset is not None:
         ph.dataset = copy.deepcopy(record.dataset)
@@ -1039,17 +1038,19 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
         items = record.reference.items()
         lines = [f"{k}: {json.dumps(np.asarray(v).tolist())}\n" for k, v in items]
         text += "\n" + "".join(lines)
+    return write_text(path, text, header)
+
+
+def write_text(path: str | os.PathLike, text: str, header: str | None = None) -> Path:
+    """`text` after `header` as "# " comment lines, compressed as the file name says (.xz/.lzma,
+    .gz, .bz2, else plain), written atomically. Returns the path."""
+    path = Path(path)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    atomic_write(path, compress_by_suffix(text.encode(), path))
-    return path
-
-
-def compress_by_suffix(data: bytes, path: str | os.PathLike) -> bytes:
-    """`data` compressed as the file name says (.xz/.lzma, .gz, .bz2), else unchanged."""
+    data = text.encode()
     compress = {".xz": lzma.compress, ".lzma": lzma.compress, ".gz": _gzip, ".bz2": bz2.compress}
-    suffix = Path(path).suffix
-    return compress[suffix](data) if suffix in compress else data
+    atomic_write(path, compress[path.suffix](data) if path.suffix in compress else data)
+    return path
 
 
 def _gzip(data: bytes) -> bytes:
