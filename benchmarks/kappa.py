@@ -60,7 +60,7 @@ def main() -> None:
     settings = KappaSettings(mesh=(args.mesh,) * 3)
     material = KappaMaterial(id="NaCl", unitcell=unitcell, fc3_supercell=smat, fc2_supercell=smat, primitive_matrix="F")
     t = time.perf_counter()
-    row = evaluate_material(material, potential, settings)
+    row = evaluate_material(potential, material, settings)
     total = time.perf_counter() - t
     print(
         f"evaluate_material with {Path(args.model).stem}, Matbench protocol ({settings.method}, isotopes, "

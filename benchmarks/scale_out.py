@@ -32,7 +32,7 @@ from phonon_eval.fanout import Cluster
 from phonon_eval.kappa import KappaMaterial, KappaSettings
 from phonon_eval.kappa_results import run_kappa
 from phonon_eval.phonons import PhononSettings
-from phonon_eval.runner import run_phonons
+from phonon_eval.results import run_phonons
 
 
 def per_material_seconds(ds: xr.Dataset) -> np.ndarray:

@@ -33,6 +33,45 @@ def _main(
 
 
 ModelArg = Annotated[Path, typer.Argument(help="Model file: a .ckpt checkpoint or a public Nequix .nqx file.")]
+EvalModelArg = Annotated[Optional[Path], typer.Argument(
+    help="Model file: a .ckpt checkpoint or a public Nequix .nqx file (or give --calculator instead).", show_default=False)]
+CalculatorOption = Annotated[Optional[str], typer.Option(
+    help="Evaluate an ASE calculator instead of a model file: MODULE:FACTORY, e.g. ase.calculators.emt:EMT, "
+    "sevenn.calculator:SevenNetCalculator, chgnet.model.dynamics:CHGNetCalculator. Force constants then come "
+    "from finite displacements.", show_default=False)]
+CalculatorKwargsOption = Annotated[Optional[str], typer.Option(
+    help='Keyword arguments of the calculator factory as a JSON object, e.g. \'{"model": "7net-l3i5"}\'.', show_default=False)]
+DeviceOption = Annotated[Optional[str], typer.Option(
+    help="Device for the calculator (cpu, cuda), passed to the factory as its device= (SevenNet) or use_device= "
+    "(CHGNet) keyword; refused for a factory with neither.", show_default=False)]
+DtypeOption = Annotated[Optional[str], typer.Option(
+    help="Precision of a JAX model: float32 or float64 (default: as stored, float32).", show_default=False)]
+
+
+def _provider(model: Path | None, calculator: str | None, kwargs: str | None, device: str | None, dtype: str | None):
+    """The model to evaluate: a model file or an ASE calculator spec, exactly one."""
+    import json
+
+    from phonon_eval.checkpoint import CheckpointError
+    from phonon_eval.provider import AseCalculator, ProviderError, as_provider
+
+    if (model is None) == (calculator is None):
+        fail("give a model file or --calculator MODULE:FACTORY, exactly one of them", EXIT_USAGE)
+    if calculator is None:
+        if kwargs is not None or device is not None:
+            fail("--calculator-kwargs and --device go with --calculator", EXIT_USAGE)
+        with reported(CheckpointError, ProviderError, OSError):
+            return as_provider(model, dtype=dtype)
+    if dtype is not None:
+        fail("--dtype applies to model files (JAX); set a calculator's precision in --calculator-kwargs", EXIT_USAGE)
+    try:
+        parsed = {} if kwargs is None else json.loads(kwargs)
+    except ValueError as err:
+        fail(f"--calculator-kwargs {kwargs!r} is not JSON: {err}", EXIT_USAGE)
+    if not isinstance(parsed, dict):
+        fail(f"--calculator-kwargs {kwargs!r} must be a JSON object of keyword arguments", EXIT_USAGE)
+    with reported(ProviderError):
+        return AseCalculator(spec=calculator, kwargs=parsed, device=device)
 
 
 @app.command()
@@ -124,7 +163,11 @@ def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None):
 
 @app.command()
 def phonons(
-    model: ModelArg,
+    model: EvalModelArg = None,
+    calculator: CalculatorOption = None,
+    calculator_kwargs: CalculatorKwargsOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     dataset: Annotated[Path, typer.Option(help="Dataset folder: records plus split.json.")] = BUILTIN_DATASET,
     split: Annotated[str, typer.Option(help="Split to evaluate (train, val, test, ...).")] = "test",
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split).")] = None,
@@ -133,7 +176,7 @@ def phonons(
     relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first.")] = True,
     fmax: Annotated[float, typer.Option(help="Relaxation force threshold, eV/Å.")] = 0.005,
     relax_steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 500,
-    fc: Annotated[str, typer.Option(help="Force constants: analytic (symmetry-reduced HVPs) or finite (phonopy displacements).")] = "analytic",
+    fc: Annotated[str, typer.Option(help="Force constants: analytic (symmetry-reduced HVPs; JAX models), finite (phonopy displacements) or auto (analytic where the model has HVPs).")] = "auto",
     displacement: Annotated[float, typer.Option(help="Finite-displacement amplitude, Å.")] = 0.01,
     symmetrize_fc: Annotated[bool, typer.Option("--symmetrize-fc", help="Enforce the acoustic sum rule on the model's force constants.")] = False,
     mesh: Annotated[str, typer.Option(help="q-point mesh, e.g. 20 or '20 20 20'.")] = "20",
@@ -145,11 +188,13 @@ def phonons(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Phonons with phonopy vs DFT: relax, force constants from the model, band structure, DOS,
-    ω_max, S, F, C_V; saved as an xarray Dataset (netCDF) with the metrics printed as a table."""
-    from phonon_eval.checkpoint import CheckpointError, load_potential
+    ω_max, S, F, C_V; saved as an xarray Dataset (netCDF) with the metrics printed as a table.
+
+    The model is a model file (MODEL) or any ASE calculator (--calculator)."""
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.phonons import PhononSettings
-    from phonon_eval.runner import run_phonons
+    from phonon_eval.provider import ProviderError
+    from phonon_eval.results import run_phonons
 
     cluster = _cluster(workers, scheduler, scheduler_file)
     try:
@@ -165,9 +210,12 @@ def phonons(
             band_points=band_points,
         )
     except ValueError as err:
+        fail(str(err).replace("fc_method", "--fc"), EXIT_USAGE)
+    provider = _provider(model, calculator, calculator_kwargs, device, dtype)
+    try:
+        settings = settings.for_model(provider)
+    except ProviderError as err:
         fail(str(err), EXIT_USAGE)
-    with reported(CheckpointError, OSError):
-        potential = load_potential(model)
     with reported(DatasetError, OSError):
         data = Dataset(dataset)
         ids = materials.split(",") if materials else data.split(split)
@@ -175,8 +223,8 @@ def phonons(
         if missing:
             raise DatasetError(f"{dataset}: materials not in the dataset: {', '.join(missing)}")
     summary = run_phonons(
-        potential, data, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
-        console=err_console, attrs={"model": str(model), "dataset": str(dataset), "split": "" if materials else split},
+        provider, data, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
+        console=err_console, attrs={"dataset": str(dataset), "split": "" if materials else split},
     )
     console.print(summary.table())
     console.print(f"wrote {out}")
@@ -186,7 +234,11 @@ def phonons(
 
 @app.command()
 def kappa(
-    model: ModelArg,
+    model: EvalModelArg = None,
+    calculator: CalculatorOption = None,
+    calculator_kwargs: CalculatorKwargsOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     structures: Annotated[Optional[Path], typer.Option(help="Matbench Discovery structures (extxyz; info: mp_id, fc2_supercell, fc3_supercell, q_mesh).")] = None,
     reference: Annotated[Optional[Path], typer.Option(help="Matbench Discovery DFT κ reference (pandas JSON, may be gzipped); with --structures.")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder of phono3py records (DFT fc3 forces) plus split.json.")] = None,
@@ -209,8 +261,9 @@ def kappa(
 ) -> None:
     """Thermal conductivity with phono3py vs DFT (Matbench Discovery κ task): relax, fc2 and fc3
     from the model with all displaced supercells batched, κ, and SRD, SRE, SRME per material;
-    saved as an xarray Dataset (netCDF) with the metrics printed as a table."""
-    from phonon_eval.checkpoint import CheckpointError, load_potential
+    saved as an xarray Dataset (netCDF) with the metrics printed as a table.
+
+    The model is a model file (MODEL) or any ASE calculator (--calculator)."""
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
@@ -233,8 +286,7 @@ def kappa(
         )
     except ValueError as err:
         fail(str(err), EXIT_USAGE)
-    with reported(CheckpointError, OSError):
-        potential = load_potential(model)
+    provider = _provider(model, calculator, calculator_kwargs, device, dtype)
     with reported(KappaInputError, DatasetError, OSError):
         if structures is not None:
             by_id = {m.id: m for m in read_matbench(structures, reference)}
@@ -250,8 +302,8 @@ def kappa(
         if missing:
             raise DatasetError(f"materials not in the input: {', '.join(missing)}")
     summary = run_kappa(
-        potential, load, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
-        console=err_console, attrs={"model": str(model), **inputs},
+        provider, load, ids, settings, out, resume=resume, cluster=cluster, progress=progress,
+        console=err_console, attrs=inputs,
     )
     console.print(summary.table())
     console.print(f"wrote {out}")
@@ -281,14 +333,20 @@ def plot(
             if not ok:
                 raise ValueError(f"{results[0]}: no material succeeded, nothing to plot")
             material = ok[0]
-        # a file's own name says "before" or "after" better than the model path when they differ
-        names = [Path(ds.attrs.get("model", "model")).stem for ds in datasets]
+        # a file's own name says "before" or "after" better than the model name when they differ
+        names = [_model_name(ds) for ds in datasets]
         if len(set(names)) < len(names):
             names = [path.stem for path in results]
         fig = plot_bands(datasets, material, model_name=names)
         out = out or results[0].with_name(f"{results[0].stem}-{material}.png")
         fig.savefig(out, dpi=150)
     console.print(f"wrote {out}")
+
+
+def _model_name(ds) -> str:
+    name = str(ds.attrs.get("model", "model"))
+    # files written before `model_kind` existed hold the model's path
+    return name if "model_kind" in ds.attrs else Path(name).stem
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ from cli.common import EXIT_USAGE, VersionOption, console, err_console, fail, re
 app = typer.Typer(
     name="pft-finetune",
     help="Fine-tune a potential on DFT force constants (PFT): Hessian columns from one "
-    "Hessian-vector product, energy/force/stress terms, co-training on upstream data.",
+    "Hessian-vector product, energy/force/stress terms, co-training on upstream data. PFT needs "
+    "a JAX energy function: the built-in Nequix (.ckpt, .nqx), or another JAX model given the "
+    "EdgeModel form and wrapped in phonon_eval.Potential (README). ASE calculators (PyTorch "
+    "models) can be evaluated with pft-eval --calculator, not fine-tuned here.",
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,

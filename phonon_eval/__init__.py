@@ -15,6 +15,15 @@ __version__ = "0.1.0"
 # name would replace it as an attribute of this package whenever it is imported first.
 _EXPORTS = {
     "analytic_force_constants": "force_constants",
+    "AseCalculator": "provider",
+    "as_provider": "provider",
+    "EnergyFunction": "provider",
+    "ForceError": "provider",
+    "ForceProvider": "provider",
+    "JaxPotential": "provider",
+    "ProviderError": "provider",
+    "run_kappa": "kappa_results",
+    "run_phonons": "results",
     "batched_forces": "potential",
     "build_graph": "graph",
     "CheckpointError": "checkpoint",
@@ -68,6 +77,7 @@ if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.force_constants import analytic_force_constants, finite_force_constants
     from phonon_eval.graph import Graph, StructureError, build_graph
+    from phonon_eval.kappa_results import run_kappa
     from phonon_eval.nequix import Nequix, NequixConfig
     from phonon_eval.phonons import PhononSettings, evaluate_material
     from phonon_eval.potential import (
@@ -80,5 +90,15 @@ if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__
         hessian_vector_product,
         total_energy,
     )
+    from phonon_eval.provider import (
+        AseCalculator,
+        EnergyFunction,
+        ForceError,
+        ForceProvider,
+        JaxPotential,
+        ProviderError,
+        as_provider,
+    )
     from phonon_eval.records import Record, RecordError, read_record, write_record
+    from phonon_eval.results import run_phonons
     from phonon_eval.symmetry import ColumnSet, SupercellSymmetry, SymmetryError, symmetrize_translational

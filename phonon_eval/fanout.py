@@ -1,12 +1,14 @@
 """Per-material fan-out: in this process, or on a dask.distributed cluster, with the same results.
 
-The evaluators run one pure function per material, `evaluate(potential, material) -> row`. This
+The evaluators run one pure function per material, `evaluate(model, material) -> row`. This
 module runs it over many materials and streams the rows into a results file: after every
 finished material the whole file is rewritten atomically in the input order, so a crash loses
 only the materials in flight and `resume=True` skips what the file holds, whoever computed it.
 
-On Dask the potential reaches each worker once (a task result that Dask copies to the workers
-and recomputes if all holders die), so its compiled JAX functions stay warm across materials.
+On Dask the model (a force provider) reaches each worker once (a task result that Dask copies
+to the workers and recomputes if all holders die), so whatever it builds there, compiled JAX
+functions or an ASE calculator made from its spec, stays warm across materials. This module
+knows nothing of phonons or of models: a row is a dict with `material`, `status` and `error`.
 A material that raises becomes a failed row with its reason; a worker that dies (out of memory,
 killed) is replaced by the nanny and its material is retried once (`allowed-failures` 1 on a
 local cluster), then recorded as failed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -24,15 +27,17 @@ import xarray as xr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from phonon_eval.potential import Potential
-from phonon_eval.results import failed_row
-
-__all__ = ["Cluster", "Evaluate", "run_materials", "worker_environment"]
+__all__ = ["Cluster", "Evaluate", "failed_row", "run_materials", "worker_environment"]
 
 Row = dict[str, Any]
-Evaluate = Callable[[Potential, str], Row]
-"""(potential, material id) -> result row; must be picklable (a module-level function or a
+Evaluate = Callable[[Any, str], Row]
+"""(model, material id) -> result row; must be picklable (a module-level function or a
 functools.partial of one) to run on Dask workers."""
+
+
+def failed_row(material: str, error: str) -> Row:
+    """A row that records a failure with its reason."""
+    return {"material": material, "status": "failed", "error": error}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +78,9 @@ class Cluster:
 def worker_environment(workers: int, cores: int | None = None) -> dict[str, str]:
     """Thread settings so that `workers` processes share the cores without oversubscribing them.
 
-    Each worker gets cores // workers BLAS/OpenMP threads; with one core each, XLA's CPU thread
-    pool is switched off too (it would otherwise start a thread per core in every worker).
+    Each worker gets cores // workers BLAS/OpenMP threads (PyTorch takes its thread count from
+    OMP_NUM_THREADS too); with one core each, XLA's CPU thread pool is switched off as well (it
+    would otherwise start a thread per core in every worker).
     """
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // workers)
@@ -87,15 +93,15 @@ def worker_environment(workers: int, cores: int | None = None) -> dict[str, str]
     return env
 
 
-def _evaluate_one(evaluate: Evaluate, potential: Potential, material: str) -> Row:
+def _evaluate_one(evaluate: Evaluate, model: Any, material: str) -> Row:
     try:
-        return evaluate(potential, material)
+        return evaluate(model, material)
     except Exception as err:  # one bad material must not stop the others
         return failed_row(material, f"{type(err).__name__}: {err}")
 
 
-def _same(potential: Potential) -> Potential:
-    return potential
+def _same(model: Any) -> Any:
+    return model
 
 
 @contextlib.contextmanager
@@ -128,7 +134,7 @@ def run_materials(
     name: str,
     ids: Sequence[str],
     evaluate: Evaluate,
-    potential: Potential,
+    model: Any,
     save: Callable[[list[Row]], xr.Dataset],
     *,
     done: Sequence[Row] = (),
@@ -142,7 +148,7 @@ def run_materials(
         name: what is computed, for the progress bar ("phonons", "kappa").
         ids: material ids in the order of the results.
         evaluate: the per-material function.
-        potential: the potential (sent to each worker once).
+        model: its first argument (sent to each worker once).
         save: writes the rows (in `ids` order) atomically and returns the Dataset.
         done: rows of materials already evaluated (resume).
         cluster: where to run.
@@ -174,10 +180,10 @@ def run_materials(
         if cluster.in_process:
             for material in todo:
                 bar.update(task, description=f"{name}: {material}")
-                ds = add(_evaluate_one(evaluate, potential, material))
+                ds = add(_evaluate_one(evaluate, model, material))
                 bar.advance(task)
         elif todo:
-            ds = _run_on_dask(name, todo, evaluate, potential, cluster, add, tick)
+            ds = _run_on_dask(name, todo, evaluate, model, cluster, add, tick)
     return ds if ds is not None else save_in_order()
 
 
@@ -185,7 +191,7 @@ def _run_on_dask(
     name: str,
     todo: list[str],
     evaluate: Evaluate,
-    potential: Potential,
+    model: Any,
     cluster: Cluster,
     add: Callable[[Row], xr.Dataset],
     tick: Callable[[str], None],
@@ -195,7 +201,7 @@ def _run_on_dask(
     ds = None
     with _client(cluster) as client:
         # a task, not scattered data: if every worker holding it dies, Dask recomputes it
-        remote = client.submit(_same, potential, key=f"potential-{potential.sha256}-{os.getpid()}", pure=False)
+        remote = client.submit(_same, model, key=f"model-{uuid.uuid4().hex}", pure=False)
         waiting = iter(todo)
         running: dict[Any, str] = {}
         finished = as_completed()

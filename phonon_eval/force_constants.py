@@ -1,9 +1,11 @@
-"""Harmonic force constants from a potential: exact from a few HVPs, or by finite displacements.
+"""Harmonic force constants from a model: exact from a few HVPs, or by finite displacements.
 
 `analytic` computes Hessian columns only for the symmetry-independent (atom, direction) pairs
-(one column for diamond Si instead of 192) and rebuilds the rest with the space group.
-`finite` is phonopy's own finite-displacement method, with every displaced supercell's forces
-from one compiled, batched function over a shared neighbour graph.
+(one column for diamond Si instead of 192) and rebuilds the rest with the space group; it needs
+a provider with Hessian-vector products (a JAX model). `finite` is phonopy's own
+finite-displacement method with the displaced supercells' forces from the provider (for a JAX
+potential, one compiled, batched function over a shared neighbour graph). `auto` takes the
+best the provider offers.
 """
 
 from __future__ import annotations
@@ -14,17 +16,36 @@ import ase
 import numpy as np
 import phonopy
 
-from phonon_eval.potential import Potential, batched_forces, hessian_columns
+from phonon_eval.provider import ForceProvider, ModelLike, ProviderError, as_provider
 from phonon_eval.records import ase_from_phonopy
 from phonon_eval.symmetry import SupercellSymmetry, symmetrize_translational
 
-__all__ = ["analytic_force_constants", "finite_force_constants", "force_constants"]
+__all__ = ["METHODS", "analytic_force_constants", "finite_force_constants", "force_constants", "resolve_method"]
 
-Method = Literal["analytic", "finite"]
+Method = Literal["auto", "analytic", "finite"]
+METHODS = ("auto", "analytic", "finite")
+
+
+def resolve_method(provider: ForceProvider, method: str) -> str:
+    """"analytic" or "finite" for `method` ("auto": analytic where the provider has HVPs).
+
+    Raises:
+        ProviderError: "analytic" for a provider without Hessian-vector products, or an unknown method.
+    """
+    if method not in METHODS:
+        raise ProviderError(f"unknown force-constant method {method!r} (auto, analytic or finite)")
+    if method == "auto":
+        return "analytic" if provider.has_hessian else "finite"
+    if method == "analytic" and not provider.has_hessian:
+        raise ProviderError(
+            f"analytic force constants need Hessian-vector products, which {provider.name} does not give "
+            "(an ASE calculator): use finite displacements (--fc finite, or auto)"
+        )
+    return method
 
 
 def analytic_force_constants(
-    potential: Potential,
+    provider: ModelLike,
     supercell: ase.Atoms,
     symmetry: SupercellSymmetry | None = None,
     *,
@@ -33,7 +54,7 @@ def analytic_force_constants(
     """Exact force constants d²E/dr dr of a supercell from its independent Hessian columns.
 
     Args:
-        potential: the potential.
+        provider: a model with Hessian-vector products (a provider, Potential or checkpoint path).
         supercell: the supercell (N atoms), at the geometry where the force constants are wanted.
         symmetry: its symmetry, if already known.
         symmetrize: also enforce the acoustic sum rule and index symmetry (phonopy's method).
@@ -41,16 +62,16 @@ def analytic_force_constants(
     Returns:
         (N, N, 3, 3) force constants in eV/Å², phonopy's full layout.
     """
+    provider = as_provider(provider)
+    resolve_method(provider, "analytic")
     symmetry = symmetry or SupercellSymmetry.from_atoms(supercell)
     columns = symmetry.independent_columns()
-    values = hessian_columns(potential, supercell, columns.pairs())
+    values = provider.hessian_columns(supercell, columns.pairs())
     fc = symmetry.rebuild(values)
     return symmetrize_translational(fc) if symmetrize else fc
 
 
-def finite_force_constants(
-    potential: Potential, phonon: phonopy.Phonopy, distance: float = 0.01, *, chunk: int = 8
-) -> np.ndarray:
+def finite_force_constants(provider: ModelLike, phonon: phonopy.Phonopy, distance: float = 0.01) -> np.ndarray:
     """Force constants by phonopy's finite displacements (±`distance` Å as phonopy chooses).
 
     Sets `phonon.forces` and `phonon.force_constants` (full form) as a side effect, like
@@ -62,7 +83,7 @@ def finite_force_constants(
     phonon.generate_displacements(distance=distance)
     supercell = ase_from_phonopy(phonon.supercell)
     positions = np.array([s.positions for s in phonon.supercells_with_displacements])
-    phonon.forces = batched_forces(potential, supercell, positions, skin=max(0.2, 4 * distance), chunk=chunk)
+    phonon.forces = as_provider(provider).forces(supercell, positions)
     phonon.produce_force_constants(fc_calculator="traditional")
     fc = phonon.force_constants
     if fc.shape[0] != fc.shape[1]:
@@ -74,27 +95,27 @@ def finite_force_constants(
 
 
 def force_constants(
-    potential: Potential,
+    provider: ModelLike,
     phonon: phonopy.Phonopy,
-    method: Method = "analytic",
+    method: Method = "auto",
     *,
     distance: float = 0.01,
     symmetrize: bool = False,
-) -> int:
+) -> tuple[str, int]:
     """Set the force constants of `phonon`'s supercell by `method`.
 
     Returns:
-        What it cost: HVPs (analytic) or displaced-supercell force evaluations (finite).
+        The method used ("analytic" or "finite") and what it cost: HVPs (analytic) or
+        displaced-supercell force evaluations (finite).
     """
+    provider = as_provider(provider)
+    method = resolve_method(provider, method)
     if method == "analytic":
         supercell = ase_from_phonopy(phonon.supercell)
         symmetry = SupercellSymmetry.from_atoms(supercell)
-        fc = analytic_force_constants(potential, supercell, symmetry, symmetrize=symmetrize)
-        phonon.force_constants = fc
-        return len(symmetry.independent_columns())
-    if method == "finite":
-        fc = finite_force_constants(potential, phonon, distance)
-        if symmetrize:
-            phonon.force_constants = symmetrize_translational(fc)
-        return len(phonon.displacements)
-    raise ValueError(f"unknown force-constant method {method!r} (analytic or finite)")
+        phonon.force_constants = analytic_force_constants(provider, supercell, symmetry, symmetrize=symmetrize)
+        return method, len(symmetry.independent_columns())
+    fc = finite_force_constants(provider, phonon, distance)
+    if symmetrize:
+        phonon.force_constants = symmetrize_translational(fc)
+    return method, len(phonon.displacements)

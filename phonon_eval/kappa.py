@@ -1,9 +1,10 @@
-"""The thermal-conductivity evaluator: κ with phono3py from a potential, and κ_SRME against DFT.
+"""The thermal-conductivity evaluator: κ with phono3py from any model, and κ_SRME against DFT.
 
 Per material (the Matbench Discovery κ protocol, Póta et al. 2024): relax the unit cell with the
-potential (FIRE + FrechetCellFilter + FixSymmetry), check that the space group is kept, displace
-the fc2 and fc3 supercells as phono3py does (0.03 Å), get the forces of ALL displaced supercells
-from one compiled function in chunks over one shared neighbour graph (`batched_forces`), make
+model (FIRE + FrechetCellFilter + FixSymmetry), check that the space group is kept, displace
+the fc2 and fc3 supercells as phono3py does (0.03 Å), get the forces of all displaced supercells
+from the model's force provider (for a JAX potential, one compiled function in chunks over one
+shared neighbour graph; for an ASE calculator, one structure at a time), make
 fc2 and fc3 exactly as `phono3py.load` makes them from DFT forces, check for imaginary modes on
 the q-mesh, and solve for κ (RTA, Wigner or LBTE) at the requested temperatures.
 
@@ -12,7 +13,7 @@ from a record's DFT forces with exactly the same phono3py calls (`reference_cond
 A material with imaginary modes or a broken symmetry is not an error: its row has status
 "unstable" or "symmetry broken", the reason, and the Matbench penalty (SRME = SRE = 2, SRD = -2).
 
-`evaluate_material` is a plain function of (material, potential, settings), so that it runs the
+`evaluate_material` is a plain function of (model, material, settings), so that it runs the
 same serially or on any worker.
 """
 
@@ -32,8 +33,8 @@ import ase
 import ase.io
 import numpy as np
 
-from phonon_eval.phonons import settings_attrs
-from phonon_eval.potential import Potential, batched_forces
+from phonon_eval.provenance import settings_attrs
+from phonon_eval.provider import ForceProvider, ModelLike, as_provider
 from phonon_eval.records import Record, ase_from_phonopy, phonopy_from_ase
 from phonon_eval.relax import relax
 from phonon_eval.symmetry import SupercellSymmetry
@@ -77,7 +78,7 @@ class KappaSettings:
     """Everything that decides the numbers; recorded in the results' attributes.
 
     Attributes:
-        relax: relax the unit cell with the potential first.
+        relax: relax the unit cell with the model first.
         relax_cell: relax the cell as well as the positions.
         fmax: force threshold of the relaxation, eV/Å (Matbench: 1e-4).
         relax_steps: step budget of the relaxation (Matbench: 300); not converging is recorded,
@@ -91,7 +92,6 @@ class KappaSettings:
         boundary_mfp: boundary-scattering mean free path, µm (Matbench: 1e6), or None for none.
         imaginary_tolerance: how far below zero the acoustic modes at Γ may go, THz; every other
             mode on the q-mesh must be >= 0 (Matbench's rule).
-        chunk: displaced supercells per call of the compiled force function (bounds memory).
     """
 
     relax: bool = True
@@ -106,7 +106,6 @@ class KappaSettings:
     isotope: bool = True
     boundary_mfp: float | None = 1e6
     imaginary_tolerance: float = 0.01
-    chunk: int = 8
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -599,14 +598,9 @@ def compare(ours: Conductivity, ref: Conductivity | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _forces(
-    potential: Potential, supercell: PhonopyAtoms, displaced: list[PhonopyAtoms], settings: KappaSettings
-) -> np.ndarray:
-    """Forces (n, N, 3) eV/Å of all displaced supercells, batched over one neighbour graph."""
-    positions = np.array([s.positions for s in displaced])
-    # no atom moves more than the displacement, so a skin of 4x keeps every neighbour in the graph
-    skin = max(0.2, 4 * settings.displacement)
-    return batched_forces(potential, ase_from_phonopy(supercell), positions, skin=skin, chunk=settings.chunk)
+def _forces(provider: ForceProvider, supercell: PhonopyAtoms, displaced: list[PhonopyAtoms]) -> np.ndarray:
+    """Forces (n, N, 3) eV/Å of all displaced supercells."""
+    return provider.forces(ase_from_phonopy(supercell), np.array([s.positions for s in displaced]))
 
 
 def _penalised(row: dict[str, Any], status: str, reason: str, n_temperatures: int) -> dict[str, Any]:
@@ -616,9 +610,14 @@ def _penalised(row: dict[str, Any], status: str, reason: str, n_temperatures: in
 
 
 def evaluate_material(
-    material: KappaMaterial, potential: Potential, settings: KappaSettings = KappaSettings()
+    model: ModelLike, material: KappaMaterial, settings: KappaSettings = KappaSettings()
 ) -> dict[str, Any]:
-    """κ of one material with the potential, and its errors against the DFT reference.
+    """κ of one material with a model, and its errors against the DFT reference.
+
+    Args:
+        model: a checkpoint path, `Potential`, ASE calculator or `ForceProvider`.
+        material: the structure, its phono3py set-up and its reference.
+        settings: the protocol.
 
     Raises whatever goes wrong (unknown element, no mesh, bad record): the caller records the
     failure and goes on with the other materials. Imaginary modes and a space group lost in the
@@ -632,7 +631,8 @@ def evaluate_material(
     """
     from phono3py import Phono3py
 
-    potential.species(material.unitcell.numbers)  # fail early, naming the unknown element
+    provider = as_provider(model)
+    provider.check_elements(material.unitcell.numbers)  # fail early, naming the unknown element
     mesh = settings.mesh or material.mesh
     if mesh is None:
         raise ValueError("no q-point mesh: the material carries none, so one must be given (--mesh)")
@@ -650,7 +650,7 @@ def evaluate_material(
     unitcell, steps, converged = material.unitcell, 0, True
     if settings.relax:
         relaxed = relax(
-            potential, unitcell, fmax=settings.fmax, steps=settings.relax_steps,
+            provider, unitcell, fmax=settings.fmax, steps=settings.relax_steps,
             symprec=settings.symprec, relax_cell=settings.relax_cell,
         )
         unitcell, steps, converged = relaxed.atoms, relaxed.steps, relaxed.converged
@@ -692,9 +692,9 @@ def evaluate_material(
     tick("setup")
     if separate:
         displaced = ph3.phonon_supercells_with_displacements
-        ph3.phonon_forces = _forces(potential, ph3.phonon_supercell, displaced, settings)
+        ph3.phonon_forces = _forces(provider, ph3.phonon_supercell, displaced)
     tick("fc2")
-    ph3.forces = _forces(potential, ph3.supercell, ph3.supercells_with_displacements, settings)
+    ph3.forces = _forces(provider, ph3.supercell, ph3.supercells_with_displacements)
     tick("fc3")
     produce_force_constants(ph3)
     tick("force_constants")

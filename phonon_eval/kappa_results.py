@@ -26,10 +26,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from phonon_eval.fanout import Cluster
+from phonon_eval.fanout import Cluster, failed_row
 from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
-from phonon_eval.potential import Potential
-from phonon_eval.results import failed_row
+from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file
 
 __all__ = ["PER_MATERIAL", "PER_QPOINT", "KappaSummary", "metrics", "rows_from_dataset", "run_kappa", "to_dataset"]
@@ -95,7 +94,7 @@ def to_dataset(
     """Build the results Dataset from result rows (any status), in the order given.
 
     Args:
-        rows: from `kappa.evaluate_material` or `results.failed_row`.
+        rows: from `kappa.evaluate_material` or `fanout.failed_row`.
         temperatures: (T,) K, the temperatures of every row.
         attrs: global attributes to add (settings, versions, inputs).
     """
@@ -218,8 +217,9 @@ class KappaSummary:
         ds = self.dataset
         at = ds.sel(temperature=temperature)
         m = metrics(ds, temperature)
+        model = escape(str(ds.attrs.get("model", "model")))
         title = (
-            f"κ at {temperature:g} K vs DFT ({m['n_ok']} ok, {m['n_unstable']} unstable, "
+            f"κ of {model} at {temperature:g} K vs DFT ({m['n_ok']} ok, {m['n_unstable']} unstable, "
             f"{m['n_symmetry_broken']} symmetry broken, {m['n_failed']} failed)"
         )
         table = Table(title=title, caption="κ in W/m-K (mean of the diagonal); SRME = SRE = 2 without a model κ (Matbench Discovery)")
@@ -240,13 +240,13 @@ class KappaSummary:
 
 
 def _kappa_row(
-    load: Callable[[str], KappaMaterial], settings: KappaSettings, potential: Potential, material: str
+    load: Callable[[str], KappaMaterial], settings: KappaSettings, model: ModelLike, material: str
 ) -> dict[str, Any]:
-    return evaluate_material(load(material), potential, settings)
+    return evaluate_material(model, load(material), settings)
 
 
 def run_kappa(
-    potential: Potential,
+    model: ModelLike,
     load: Callable[[str], KappaMaterial],
     ids: Sequence[str],
     settings: KappaSettings,
@@ -261,7 +261,7 @@ def run_kappa(
     """Evaluate the materials `ids`, in process or on Dask, rewriting `out` after each one.
 
     Args:
-        potential: the potential.
+        model: a checkpoint path, `Potential`, ASE calculator or `ForceProvider`.
         load: material id -> KappaMaterial (may raise: the material is then recorded as failed);
             picklable to run on Dask.
         ids: material ids, in the order of the results.
@@ -277,7 +277,7 @@ def run_kappa(
     """
     evaluate = functools.partial(_kappa_row, load, settings)
     ds = run_to_file(
-        "kappa", ids, evaluate, potential, settings, out, to_dataset, rows_from_dataset,
+        "kappa", ids, evaluate, as_provider(model), settings, out, to_dataset, rows_from_dataset,
         resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
     )
     return KappaSummary(ds)

@@ -1,14 +1,16 @@
 """The phonon evaluator: one record in, model and DFT phonon properties side by side out.
 
-Per material (MDR benchmark protocol, Loew et al. 2025): relax the unit cell with the potential,
+Per material (MDR benchmark protocol, Loew et al. 2025): relax the unit cell with the model,
 build phonopy with the record's supercell and primitive matrices, get force constants from the
-potential, and compute with phonopy exactly what is computed for the DFT force constants with
+model, and compute with phonopy exactly what is computed for the DFT force constants with
 identical settings: ω_max over the commensurate q-points (and over the mesh), S, F and C_V on a
 mesh over a temperature grid, the band structure along one q-path shared by both sides, the
 total DOS on one frequency grid, and the lowest frequency.
 
-`evaluate_material` is a plain function of (record, potential, settings), so that it runs the
-same serially or on any worker.
+The model is anything `provider.as_provider` takes (a checkpoint, a `Potential`, an ASE
+calculator, a `ForceProvider`): force constants are exact from HVPs where the model has them and
+phonopy's finite displacements otherwise. `evaluate_material` is a plain function of (model,
+record, settings), so that it runs the same serially or on any worker.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ import phonopy
 from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
 from phonopy.phonon.band_structure import get_band_qpoints_by_seekpath
 
-from phonon_eval.force_constants import force_constants
-from phonon_eval.potential import Potential
+from phonon_eval.force_constants import METHODS, force_constants, resolve_method
+from phonon_eval.provenance import settings_attrs
+from phonon_eval.provider import ForceProvider, ModelLike, as_provider
 from phonon_eval.records import Record, phonopy_from_ase
 from phonon_eval.relax import relax
+from phonon_eval.units import THZ_TO_K
 
 __all__ = ["PhononSettings", "THZ_TO_K", "band_path", "compare", "evaluate_material", "model_phonopy", "phonon_properties"]
-
-# h·1 THz / k_B (CODATA 2018), the factor MDR and phonopy use to quote frequencies in K
-THZ_TO_K = 47.99243073366221
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +40,12 @@ class PhononSettings:
     """Everything that decides the numbers; recorded in the results' attributes.
 
     Attributes:
-        relax: relax the unit cell with the potential first.
+        relax: relax the unit cell with the model first.
         relax_cell: relax the cell as well as the positions.
         fmax: force threshold of the relaxation, eV/Å.
         relax_steps: step budget of the relaxation.
-        fc_method: "analytic" (symmetry-reduced HVPs) or "finite" (phonopy displacements).
+        fc_method: "analytic" (symmetry-reduced HVPs), "finite" (phonopy displacements), or
+            "auto": analytic where the model has HVPs (JAX models), finite otherwise.
         displacement: finite-displacement amplitude, Å.
         symmetrize_fc: enforce the acoustic sum rule on the model's force constants.
         mesh: q-point mesh for thermal properties, ω_max over the mesh and the DOS.
@@ -57,7 +59,7 @@ class PhononSettings:
     relax_cell: bool = True
     fmax: float = 0.005
     relax_steps: int = 500
-    fc_method: str = "analytic"
+    fc_method: str = "auto"
     displacement: float = 0.01
     symmetrize_fc: bool = False
     mesh: tuple[int, int, int] = (20, 20, 20)
@@ -67,8 +69,8 @@ class PhononSettings:
     stability_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.fc_method not in ("analytic", "finite"):
-            raise ValueError(f"fc_method must be 'analytic' or 'finite', got {self.fc_method!r}")
+        if self.fc_method not in METHODS:
+            raise ValueError(f"fc_method must be one of {', '.join(METHODS)}, got {self.fc_method!r}")
         if 300.0 not in self.temperatures:
             raise ValueError("temperatures must include 300 K, where the metrics are taken")
         if len(self.mesh) != 3 or min(self.mesh) < 1:
@@ -78,19 +80,13 @@ class PhononSettings:
         """Flat netCDF-friendly attributes, prefixed `setting_`."""
         return settings_attrs(self)
 
+    def for_model(self, provider: ForceProvider) -> PhononSettings:
+        """These settings with `fc_method` resolved for `provider` ("auto" becomes what is used).
 
-def settings_attrs(settings: Any) -> dict[str, Any]:
-    """A settings dataclass as netCDF attributes `setting_<field>` (bools as 0/1, None as "none")."""
-    out = {}
-    for key, value in dataclasses.asdict(settings).items():
-        if value is None:
-            value = "none"
-        elif isinstance(value, bool):
-            value = int(value)
-        elif isinstance(value, tuple):
-            value = np.asarray(value)
-        out[f"setting_{key}"] = value
-    return out
+        Raises:
+            ProviderError: "analytic" for a model without Hessian-vector products.
+        """
+        return dataclasses.replace(self, fc_method=resolve_method(provider, self.fc_method))
 
 
 def band_path(phonon: phonopy.Phonopy, points: int) -> tuple[list[np.ndarray], list[str], list[bool]]:
@@ -169,20 +165,20 @@ def _path_labels(path: tuple[list[np.ndarray], list[str], list[bool]]) -> tuple[
 
 
 def model_phonopy(
-    record: Record, potential: Potential, settings: PhononSettings = PhononSettings()
+    provider: ForceProvider, record: Record, settings: PhononSettings = PhononSettings()
 ) -> tuple[phonopy.Phonopy, dict[str, Any]]:
-    """Relax the record's unit cell with the potential and set the potential's force constants.
+    """Relax the record's unit cell with the model and set the model's force constants.
 
     Returns:
         phonopy with the record's supercell and primitive matrices (and its NAC parameters, so that
         both sides share every setting), and facts about how it was made.
     """
     t0 = time.perf_counter()
-    potential.species(record.unitcell.numbers)  # fail early, naming the unknown element
+    provider.check_elements(record.unitcell.numbers)  # fail early, naming the unknown element
     unitcell, steps = record.unitcell, 0
     if settings.relax:
         relaxed = relax(
-            potential, unitcell, fmax=settings.fmax, steps=settings.relax_steps, relax_cell=settings.relax_cell
+            provider, unitcell, fmax=settings.fmax, steps=settings.relax_steps, relax_cell=settings.relax_cell
         )
         if not relaxed.converged:
             raise RuntimeError(
@@ -196,10 +192,11 @@ def model_phonopy(
         primitive_matrix=record.phonopy_primitive_matrix,
     )
     model.nac_params = record.nac_params
-    n = force_constants(
-        potential, model, settings.fc_method, distance=settings.displacement, symmetrize=settings.symmetrize_fc
+    method, n = force_constants(
+        provider, model, settings.fc_method, distance=settings.displacement, symmetrize=settings.symmetrize_fc
     )
     info = {
+        "fc_method": method,
         "volume": float(unitcell.get_volume()),
         "relax_steps": steps,
         "n_fc_evaluations": n,
@@ -253,9 +250,14 @@ def compare(
 
 
 def evaluate_material(
-    record: Record, potential: Potential, settings: PhononSettings = PhononSettings()
+    model: ModelLike, record: Record, settings: PhononSettings = PhononSettings()
 ) -> dict[str, Any]:
     """Model and DFT phonon properties of one record, with identical phonopy settings.
+
+    Args:
+        model: a checkpoint path, `Potential`, ASE calculator or `ForceProvider`.
+        record: the material and its reference force constants.
+        settings: the protocol.
 
     Raises whatever goes wrong (unknown element, relaxation not converged, bad record): the
     caller records the failure and goes on with the other materials.
@@ -264,7 +266,7 @@ def evaluate_material(
         A result row: scalars, temperature-resolved arrays, the band path and the DOS, model and
         `_ref` side by side (see `results.to_dataset` for names and units).
     """
-    model, info = model_phonopy(record, potential, settings)
-    row = compare(model, record.to_phonopy(), record, settings)
+    phonon, info = model_phonopy(as_provider(model), record, settings)
+    row = compare(phonon, record.to_phonopy(), record, settings)
     row.update(info)
     return row

@@ -6,7 +6,8 @@ jitted convenience over it and over `derivatives`: ASE atoms in, numpy arrays ou
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextlib
+from typing import Iterator, Protocol
 
 import ase
 import equinox as eqx
@@ -28,6 +29,8 @@ __all__ = [
     "hessian_columns",
     "batched_forces",
     "hessian",
+    "chunked",
+    "precision",
 ]
 
 
@@ -144,6 +147,16 @@ def _hessian(potential: Potential, graph: Graph, positions: jax.Array, cell: jax
     return derivatives.hessian(potential.energy_fn(graph), positions, cell, batch_size=32)
 
 
+@contextlib.contextmanager
+def precision(dtype: str) -> Iterator[None]:
+    """Run JAX in `dtype`'s precision: float64 arrays exist only while x64 mode is on."""
+    if np.dtype(dtype) != np.float64:
+        yield
+        return
+    with jax.enable_x64(True):
+        yield
+
+
 def _inputs(potential: Potential, atoms: ase.Atoms, graph: Graph | None):
     graph = graph if graph is not None else potential.graph(atoms)
     dtype = potential.dtype
@@ -188,7 +201,7 @@ def hessian(potential: Potential, atoms: ase.Atoms, graph: Graph | None = None) 
     return np.asarray(_hessian(potential, graph, r, cell), dtype=np.float64)[:n, :n]
 
 
-def _chunked(fn, items: np.ndarray, chunk: int) -> np.ndarray:
+def chunked(fn, items: np.ndarray, chunk: int) -> np.ndarray:
     """fn over items in fixed-size chunks (the last one padded), so it compiles once.
 
     Fewer items than `chunk` use the next power of two instead, so that a single column does
@@ -220,7 +233,7 @@ def hessian_columns(
     vs = np.zeros((len(columns), graph.n_nodes, 3), dtype=potential.dtype)
     for k, (atom, direction) in enumerate(columns):
         vs[k, atom, direction] = 1.0
-    cols = _chunked(lambda v: _hvp_batch(potential, graph, r, cell, jnp.asarray(v)), vs, chunk)
+    cols = chunked(lambda v: _hvp_batch(potential, graph, r, cell, jnp.asarray(v)), vs, chunk)
     return cols[:, : len(atoms)]
 
 
@@ -252,5 +265,5 @@ def batched_forces(
     cell = jnp.asarray(atoms.cell.array, potential.dtype)
     padded = np.zeros((len(positions), graph.n_nodes, 3), dtype=potential.dtype)
     padded[:, : len(atoms)] = positions
-    f = _chunked(lambda r: _forces_batch(potential, graph, jnp.asarray(r), cell), padded, chunk)
+    f = chunked(lambda r: _forces_batch(potential, graph, jnp.asarray(r), cell), padded, chunk)
     return f[:, : len(atoms)]

@@ -1,4 +1,4 @@
-"""Symmetry-preserving relaxation of a unit cell with a potential (the MDR benchmark protocol)."""
+"""Symmetry-preserving relaxation of a unit cell with any model (the MDR and Matbench protocols)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-from phonon_eval.potential import Potential
+from phonon_eval.provider import ModelLike, as_provider
 
 __all__ = ["RelaxResult", "RelaxationError", "relax"]
 
@@ -30,7 +30,7 @@ class RelaxResult:
 
 
 def relax(
-    potential: Potential,
+    provider: ModelLike,
     atoms: ase.Atoms,
     fmax: float = 0.005,
     steps: int = 500,
@@ -41,7 +41,7 @@ def relax(
     """FIRE on positions and cell (FrechetCellFilter) under FixSymmetry, to `fmax` eV/Å.
 
     Args:
-        potential: the potential.
+        provider: the model (its ASE calculator does the work).
         atoms: the starting unit cell (not modified).
         fmax: largest force (and scaled stress) component at convergence, eV/Å.
         steps: step budget.
@@ -52,7 +52,7 @@ def relax(
         The relaxed copy and how it got there; `converged` is False if the budget ran out.
     """
     a = atoms.copy()
-    a.calc = potential.calculator()
+    a.calc = as_provider(provider).calculator()
     with warnings.catch_warnings():
         # FixSymmetry reports the symmetry it found through warnings at INFO level
         warnings.simplefilter("ignore")

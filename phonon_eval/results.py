@@ -1,4 +1,5 @@
-"""Phonon results as an xarray Dataset (CF conventions), written atomically, read back for resume.
+"""Phonon results as an xarray Dataset (CF conventions), written atomically, read back for resume,
+and the run of the phonon evaluator over many materials into such a file.
 
 Dimensions: `material`, `temperature`, `band`, and two flat ragged dimensions for what varies in
 length between materials: `path_point` (band paths) and `dos_point` (DOS grids). The CF
@@ -9,17 +10,26 @@ beyond a material's 3·n_primitive are NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import xarray as xr
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from phonon_eval.atomic import atomic_path
-from phonon_eval.phonons import THZ_TO_K
+from phonon_eval.datasets import Dataset
+from phonon_eval.fanout import Cluster, failed_row
+from phonon_eval.phonons import PhononSettings, evaluate_material
+from phonon_eval.provider import ModelLike, as_provider
+from phonon_eval.runner import run_to_file, write_atomic
+from phonon_eval.units import THZ_TO_K
 
-__all__ = ["to_dataset", "rows_from_dataset", "write_atomic", "metrics", "VARIABLES", "failed_row"]
+__all__ = ["Summary", "VARIABLES", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
 
 # name -> (dims after material, units, long_name); `_ref` twins are added for the DFT side
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -40,6 +50,7 @@ SCALARS: dict[str, tuple[str, str, Any]] = {
     "volume": ("Å^3", "unit-cell volume after relaxation with the model", np.nan),
     "volume_ref": ("Å^3", "unit-cell volume of the reference record", np.nan),
     "relax_steps": ("1", "relaxation steps taken", -1),
+    "fc_method": ("1", "how the model's force constants were made: analytic (HVPs) or finite (displacements)", ""),
     "n_fc_evaluations": ("1", "HVPs (analytic) or displaced supercells (finite) for the force constants", -1),
     "band_mae": ("THz", "mean absolute error of the band frequencies along the q-path", np.nan),
     "stable": ("1", "dynamically stable with the model (lowest mesh frequency above -tolerance)", -1),
@@ -49,11 +60,6 @@ SCALARS: dict[str, tuple[str, str, Any]] = {
     "time_properties": ("s", "wall time of the phonopy properties", np.nan),
 }
 TIMING = ("time_relax", "time_fc", "time_properties")
-
-
-def failed_row(material: str, error: str) -> dict[str, Any]:
-    """A row that records a failure with its reason."""
-    return {"material": material, "status": "failed", "error": error}
 
 
 def _names() -> list[str]:
@@ -171,12 +177,6 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write netCDF through a temporary file in the same folder, then rename."""
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
-
-
 def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
     """MAE over the successful materials: ω_max (K), S, F, C_V at `temperature`, band MAE (THz)."""
     ok = ds.where(ds["status"] == "ok", drop=True) if (ds["status"] == "ok").any() else None
@@ -192,3 +192,89 @@ def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
         "heat_capacity": float(np.abs(at["heat_capacity"] - at["heat_capacity_ref"]).mean()),
         "band_mae": float(ok["band_mae"].mean()),
     }
+
+
+@dataclasses.dataclass
+class Summary:
+    dataset: xr.Dataset
+
+    @property
+    def n_ok(self) -> int:
+        return int((self.dataset["status"] == "ok").sum())
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.dataset["status"] != "ok").sum())
+
+    def table(self) -> Table:
+        """Per-material errors at 300 K, failures with their reasons, and the MAE row."""
+        ds = self.dataset
+        t = ds.sel(temperature=300.0)
+        model = escape(str(ds.attrs.get("model", "model")))
+        table = Table(
+            title=f"{model} − reference at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
+            caption="ω_max in K, S and C_V in J/K/mol, F in kJ/mol, bands: MAE along the q-path in THz",
+        )
+        for col in ["material", "ω_max", "S", "F", "C_V", "bands", "note"]:
+            table.add_column(col, justify="left" if col in ("material", "note") else "right")
+        for i, m in enumerate(ds["material"].values):
+            if ds["status"][i] != "ok":
+                table.add_row(str(m), "", "", "", "", "", f"[red]failed: {escape(str(ds['error'][i].values))}")
+                continue
+            table.add_row(
+                str(m),
+                f"{float(ds['omega_max_K'][i] - ds['omega_max_K_ref'][i]):+.1f}",
+                f"{float(t['entropy'][i] - t['entropy_ref'][i]):+.2f}",
+                f"{float(t['free_energy'][i] - t['free_energy_ref'][i]):+.3f}",
+                f"{float(t['heat_capacity'][i] - t['heat_capacity_ref'][i]):+.3f}",
+                f"{float(ds['band_mae'][i]):.3f}",
+                "" if bool(ds["stable"][i]) else "[yellow]unstable",
+            )
+        m = metrics(ds)
+        if m:
+            table.add_section()
+            table.add_row(
+                "[bold]MAE",
+                f"{m['omega_max_K']:.1f}",
+                f"{m['entropy']:.2f}",
+                f"{m['free_energy']:.3f}",
+                f"{m['heat_capacity']:.3f}",
+                f"{m['band_mae']:.3f}",
+                "",
+            )
+        return table
+
+
+def _phonon_row(data: Dataset, settings: PhononSettings, model: ModelLike, material: str) -> dict[str, Any]:
+    return evaluate_material(model, data[material], settings)
+
+
+def run_phonons(
+    model: ModelLike,
+    data: Dataset,
+    ids: Sequence[str],
+    settings: PhononSettings,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    cluster: Cluster = Cluster(),
+    progress: bool = True,
+    console: Console | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> Summary:
+    """Evaluate `ids` of `data` with `model` (anything `as_provider` takes), in process or on
+    Dask, rewriting `out` after each material.
+
+    "auto" force constants are resolved for the model first, so the file records the method used.
+
+    Raises:
+        ProviderError: `settings` ask for analytic force constants of a model without HVPs.
+    """
+    provider = as_provider(model)
+    settings = settings.for_model(provider)
+    evaluate = functools.partial(_phonon_row, data, settings)
+    ds = run_to_file(
+        "phonons", ids, evaluate, provider, settings, out, to_dataset, rows_from_dataset,
+        resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
+    )
+    return Summary(ds)

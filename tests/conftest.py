@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def readme_block(marker: str) -> list[list[str]]:
+    """The commands of the first ```bash block after `marker` in the README."""
+    text = (REPO / "README.md").read_text()
+    assert marker in text, f"README has no {marker!r}"
+    block = text.split(marker, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if shlex.split(line, comments=True)]

@@ -7,7 +7,7 @@ import xarray as xr
 from typer.testing import CliRunner
 
 import phonon_eval as pe
-import phonon_eval.runner as runner_module
+import phonon_eval.results as runner_module
 from cli.eval import BUILTIN_DATASET, app
 
 runner = CliRunner()
@@ -19,9 +19,9 @@ def count_evaluations(monkeypatch):
     calls = []
     real = runner_module.evaluate_material
 
-    def counting(record, potential, settings):
+    def counting(model, record, settings):
         calls.append(record.id)
-        return real(record, potential, settings)
+        return real(model, record, settings)
 
     monkeypatch.setattr(runner_module, "evaluate_material", counting)
     return calls

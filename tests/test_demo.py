@@ -9,12 +9,10 @@ held-out upstream frames within 20 % of their starting values.
 from __future__ import annotations
 
 import csv
-import shlex
-
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import REPO
+from conftest import REPO, readme_block
 from typer.testing import CliRunner
 
 from cli.eval import app as eval_app
@@ -23,15 +21,6 @@ from phonon_eval.results import metrics
 
 APPS = {"pft-eval": eval_app, "pft-finetune": finetune_app}
 WALKTHROUGH = "<!-- walkthrough"
-
-
-def readme_block(marker: str) -> list[list[str]]:
-    """The commands of the first ```bash block after `marker` in the README."""
-    text = (REPO / "README.md").read_text()
-    assert marker in text, f"README has no {marker!r}"
-    block = text.split(marker, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    lines = block.replace("\\\n", " ").splitlines()
-    return [shlex.split(line, comments=True) for line in lines if shlex.split(line, comments=True)]
 
 
 def test_readme_first_command_is_the_walkthroughs_first_step():

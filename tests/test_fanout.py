@@ -25,7 +25,7 @@ from phonon_eval.datasets import Dataset
 from phonon_eval.fanout import Cluster, run_materials, worker_environment
 from phonon_eval.phonons import PhononSettings
 from phonon_eval.results import rows_from_dataset, to_dataset, write_atomic
-from phonon_eval.runner import _phonon_row
+from phonon_eval.results import _phonon_row
 
 runner = CliRunner()
 FAST = ["--no-relax", "--mesh", "4", "--temperatures", "0,300", "--band-points", "5", "--no-progress"]
@@ -158,3 +158,26 @@ def test_an_existing_cluster_by_address_and_by_scheduler_file(serial, tiny_ckpt,
         ds = without_timing(ds)
         ds.attrs = {}
         xr.testing.assert_identical(ds, expected)
+
+
+def test_a_calculator_spec_on_two_workers_equals_the_serial_run(tmp_path):
+    """Each worker builds the calculator from its spec (calculators are often not picklable);
+    EMT is numpy, so the two runs agree to the last bit."""
+    args = ["phonons", "--calculator", "ase.calculators.emt:EMT", "--split", "test", *FAST]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "serial.nc")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "workers.nc"), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    serial, parallel = (without_timing(xr.load_dataset(tmp_path / f"{n}.nc")) for n in ("serial", "workers"))
+    assert list(parallel["status"].values) == ["ok"] * 4
+    xr.testing.assert_identical(parallel, serial)
+
+
+def test_a_calculator_provider_pickles_its_spec_not_its_calculator():
+    import pickle
+
+    provider = pe.AseCalculator(spec="ase.calculators.emt:EMT")
+    assert provider.calculator() is provider.calculator()  # built once, kept
+    copy = pickle.loads(pickle.dumps(provider))
+    assert copy._calc is None and copy.spec == provider.spec
+    assert type(copy.calculator()).__name__ == "EMT"

@@ -239,7 +239,7 @@ def test_pft_on_mp149_moves_nequix_toward_dft(tmp_path):
     after = trainer.validate()["val_hessian_mae"]
     assert after < before
     settings = PhononSettings(temperatures=(0.0, 300.0), band_points=11)
-    row0 = evaluate_material(record, start, settings)
-    row1 = evaluate_material(record, trainer.ema, settings)
+    row0 = evaluate_material(start, record, settings)
+    row1 = evaluate_material(trainer.ema, record, settings)
     for key in ("entropy", "free_energy", "heat_capacity"):
         assert abs(row1[key][1] - row1[key + "_ref"][1]) < abs(row0[key][1] - row0[key + "_ref"][1]), key

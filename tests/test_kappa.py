@@ -257,9 +257,9 @@ def count_evaluations(monkeypatch):
     calls = []
     real = kappa_results_module.evaluate_material
 
-    def counting(material, potential, settings):
+    def counting(model, material, settings):
         calls.append(material.id)
-        return real(material, potential, settings)
+        return real(model, material, settings)
 
     monkeypatch.setattr(kappa_results_module, "evaluate_material", counting)
     return calls
@@ -348,7 +348,7 @@ def test_a_relaxation_that_breaks_the_symmetry_is_recorded(si_record, tiny_ckpt,
 
     monkeypatch.setattr(kappa_module, "relax", breaking)
     material = KappaMaterial(id="si", unitcell=si_record.unitcell, fc3_supercell=np.eye(3, dtype=int), mesh=(4, 4, 4))
-    row = kappa_module.evaluate_material(material, pe.load_potential(tiny_ckpt), KappaSettings())
+    row = kappa_module.evaluate_material(pe.load_potential(tiny_ckpt), material, KappaSettings())
     assert row["status"] == "symmetry broken" and "space group 227 became" in row["error"]
     assert row["srme"][0] == 2.0 and row["space_group_number"] == 227 and row["relax_steps"] == 3
 

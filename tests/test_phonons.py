@@ -68,7 +68,7 @@ def test_si_with_nequix_matches_the_issue_numbers():
     settings = PhononSettings(temperatures=(0.0, 300.0), band_points=11)
     rows = {}
     for name in ("nequix-mp-1", "nequix-mp-1-pft"):
-        rows[name] = evaluate_material(record, pe.load_potential(shared_file(f"models/{name}.nqx")), settings)
+        rows[name] = evaluate_material(pe.load_potential(shared_file(f"models/{name}.nqx")), record, settings)
     row = rows["nequix-mp-1"]
     expected = {"entropy": 41.02, "free_energy": 5.42, "heat_capacity": 41.58}
     expected_ref = {"entropy": 39.33, "free_energy": 6.52, "heat_capacity": 40.07}
