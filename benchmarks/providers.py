@@ -41,8 +41,8 @@ def _rows(potential: pe.Potential, evaluate, material, settings, warm_up) -> dic
 
 def phonons(potential: pe.Potential, shared: Path) -> None:
     record = pe.read_record(shared / "data" / "mdr" / "mp-149.yaml")
-    settings = PhononSettings()
-    print(f"Si mp-149 phonons ({record.n_supercell_atoms}-atom supercell), default protocol:")
+    settings = PhononSettings.from_protocol("exact")  # the native route's best: analytic force constants
+    print(f"Si mp-149 phonons ({record.n_supercell_atoms}-atom supercell), exact protocol:")
     rows = {}
     for name, (row, total) in _rows(potential, evaluate_material, record, settings, settings).items():
         rows[name] = row
@@ -52,8 +52,9 @@ def phonons(potential: pe.Potential, shared: Path) -> None:
     a, b = rows["native"], rows["calculator"]
     print(f"  ratio calculator / native: relax {b['time_relax'] / a['time_relax']:.2f}, "
           f"force constants {b['time_fc'] / a['time_fc']:.2f}")
+    i = settings.temperatures.index(300.0)
     print(f"  differences: ω_max {abs(a['omega_max'] - b['omega_max']):.2e} THz, "
-          f"S(300 K) {abs(a['entropy'][6] - b['entropy'][6]):.2e} J/K/mol (analytic vs 0.01 Å finite differences)")
+          f"S(300 K) {abs(a['entropy'][i] - b['entropy'][i]):.2e} J/K/mol (analytic vs 0.01 Å finite differences)")
 
 
 def kappa(potential: pe.Potential, shared: Path, mesh: int) -> None:

@@ -121,8 +121,17 @@ def info(model: ModelArg) -> None:
 BUILTIN_DATASET = Path(__file__).resolve().parents[1] / "data" / "emt"
 
 
-def _parse_mesh(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in text.replace(",", " ").replace("x", " ").split()]
+def _parse_mesh(text: str, lengths: bool = False) -> tuple[int, int, int] | float:
+    """'20', '20 20 20' or '20x20x20'; with `lengths`, '100.0' is a length in Å (phonopy's float mesh)."""
+    if lengths and "." in text and len(text.split()) == 1:
+        try:
+            return float(text)
+        except ValueError:
+            raise typer.BadParameter(f"mesh length must be a number, got {text!r}") from None
+    try:
+        parts = [int(p) for p in text.replace(",", " ").replace("x", " ").split()]
+    except ValueError:
+        raise typer.BadParameter(f"mesh must be one or three positive integers, got {text!r}") from None
     if len(parts) == 1:
         parts *= 3
     if len(parts) != 3 or min(parts) < 1:
@@ -173,15 +182,17 @@ def phonons(
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split).")] = None,
     out: Annotated[Path, typer.Option(help="Results netCDF, written atomically after every material.")] = Path("phonons.nc"),
     resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out and do the rest.")] = False,
-    relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first.")] = True,
-    fmax: Annotated[float, typer.Option(help="Relaxation force threshold, eV/Å.")] = 0.005,
-    relax_steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 500,
-    fc: Annotated[str, typer.Option(help="Force constants: analytic (symmetry-reduced HVPs; JAX models), finite (phonopy displacements) or auto (analytic where the model has HVPs).")] = "auto",
-    displacement: Annotated[float, typer.Option(help="Finite-displacement amplitude, Å.")] = 0.01,
-    symmetrize_fc: Annotated[bool, typer.Option("--symmetrize-fc", help="Enforce the acoustic sum rule on the model's force constants.")] = False,
-    mesh: Annotated[str, typer.Option(help="q-point mesh, e.g. 20 or '20 20 20'.")] = "20",
-    temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "0:1000:50",
-    band_points: Annotated[int, typer.Option(help="q-points per band-path segment.")] = 51,
+    protocol: Annotated[str, typer.Option(help="Named protocol of every setting: mdr (the MDR phonon benchmark's workflow) or exact (analytic force constants from HVPs, otherwise mdr). Options given below override it, and the results say which.")] = "mdr",
+    relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (mdr: yes).", show_default=False)] = None,
+    fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (mdr: 0.0025, half of MDR's 0.005, as its scripts converge).", show_default=False)] = None,
+    relax_steps: Annotated[Optional[int], typer.Option(help="Relaxation step budget (mdr: 7500).", show_default=False)] = None,
+    fc: Annotated[Optional[str], typer.Option(help="Force constants: analytic (symmetry-reduced HVPs; JAX models), finite (phonopy displacements) or auto (analytic where the model has HVPs); mdr: finite, exact: auto.", show_default=False)] = None,
+    displacement: Annotated[Optional[float], typer.Option(help="Finite-displacement amplitude, Å (mdr: 0.01).", show_default=False)] = None,
+    fc_symmetrization: Annotated[Optional[str], typer.Option(help="Symmetrisation of every force-constant set made here, model and reference from forces alike: phonopy (one pass, as the MDR scripts; mdr), symfc (projector, as phonopy.load; exact) or none.", show_default=False)] = None,
+    nac: Annotated[Optional[bool], typer.Option("--nac/--no-nac", help="Non-analytic correction with the record's Born charges on both sides (mdr: no).", show_default=False)] = None,
+    mesh: Annotated[Optional[str], typer.Option(help="q-point mesh: 20 or '20 20 20', or a length in Å with a decimal point, 100.0 (mdr: 100.0, phonopy's default).", show_default=False)] = None,
+    temperatures: Annotated[Optional[str], typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300 (mdr: 0,75,150,300,600).", show_default=False)] = None,
+    band_points: Annotated[Optional[int], typer.Option(help="q-points per band-path segment (mdr: 51).", show_default=False)] = None,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
@@ -197,23 +208,19 @@ def phonons(
     from phonon_eval.results import run_phonons
 
     cluster = _cluster(workers, scheduler, scheduler_file)
+    given = {
+        "relax": relax, "fmax": fmax, "relax_steps": relax_steps, "fc_method": fc, "displacement": displacement,
+        "fc_symmetrization": fc_symmetrization, "nac": nac, "band_points": band_points,
+        "mesh": None if mesh is None else _parse_mesh(mesh, lengths=True),
+        "temperatures": None if temperatures is None else _parse_temperatures(temperatures),
+    }
     try:
-        settings = PhononSettings(
-            relax=relax,
-            fmax=fmax,
-            relax_steps=relax_steps,
-            fc_method=fc,
-            displacement=displacement,
-            symmetrize_fc=symmetrize_fc,
-            mesh=_parse_mesh(mesh),
-            temperatures=_parse_temperatures(temperatures),
-            band_points=band_points,
-        )
+        settings = PhononSettings.from_protocol(protocol, **{k: v for k, v in given.items() if v is not None})
     except ValueError as err:
         fail(str(err).replace("fc_method", "--fc"), EXIT_USAGE)
     provider = _provider(model, calculator, calculator_kwargs, device, dtype)
     try:
-        settings = settings.for_model(provider)
+        settings.method_for(provider)
     except ProviderError as err:
         fail(str(err), EXIT_USAGE)
     with reported(DatasetError, OSError):
@@ -246,14 +253,15 @@ def kappa(
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split, or a subset of --structures).")] = None,
     out: Annotated[Path, typer.Option(help="Results netCDF, written atomically after every material.")] = Path("kappa.nc"),
     resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out and do the rest.")] = False,
-    relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first.")] = True,
-    fmax: Annotated[float, typer.Option(help="Relaxation force threshold, eV/Å.")] = 1e-4,
-    relax_steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 300,
-    displacement: Annotated[float, typer.Option(help="Finite-displacement amplitude of the fc2 and fc3 supercells, Å.")] = 0.03,
+    protocol: Annotated[str, typer.Option(help="Named protocol of every setting: matbench (the Matbench Discovery κ script) or phono3py (force constants by symfc, as phono3py.load). Options given below override it, and the results say which.")] = "matbench",
+    relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (matbench: yes).", show_default=False)] = None,
+    fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (matbench: 1e-4).", show_default=False)] = None,
+    relax_steps: Annotated[Optional[int], typer.Option(help="Relaxation step budget (matbench: 300).", show_default=False)] = None,
+    displacement: Annotated[Optional[float], typer.Option(help="Finite-displacement amplitude of the fc2 and fc3 supercells, Å (matbench: 0.03, as the published Nequix runs).", show_default=False)] = None,
     mesh: Annotated[Optional[str], typer.Option(help="q-point mesh, e.g. 19 or '19 19 19' (default: each structure's q_mesh; required with --dataset).")] = None,
-    temperatures: Annotated[str, typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300.")] = "300",
-    method: Annotated[str, typer.Option(help="rta, wigner (Matbench Discovery) or lbte.")] = "wigner",
-    isotope: Annotated[bool, typer.Option("--isotope/--no-isotope", help="Include isotope scattering.")] = True,
+    temperatures: Annotated[Optional[str], typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300 (matbench: 300).", show_default=False)] = None,
+    method: Annotated[Optional[str], typer.Option(help="rta, wigner or lbte (matbench: wigner).", show_default=False)] = None,
+    isotope: Annotated[Optional[bool], typer.Option("--isotope/--no-isotope", help="Include isotope scattering (matbench: yes).", show_default=False)] = None,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
@@ -274,16 +282,12 @@ def kappa(
     if dataset is not None and mesh is None:
         fail("records carry no q-point mesh: give --mesh with --dataset", EXIT_USAGE)
     try:
-        settings = KappaSettings(
-            relax=relax,
-            fmax=fmax,
-            relax_steps=relax_steps,
-            displacement=displacement,
-            mesh=None if mesh is None else _parse_mesh(mesh),
-            temperatures=_parse_temperatures(temperatures),
-            method=method,
-            isotope=isotope,
-        )
+        given = {
+            "relax": relax, "fmax": fmax, "relax_steps": relax_steps, "displacement": displacement,
+            "mesh": None if mesh is None else _parse_mesh(mesh), "method": method, "isotope": isotope,
+            "temperatures": None if temperatures is None else _parse_temperatures(temperatures),
+        }
+        settings = KappaSettings.from_protocol(protocol, **{k: v for k, v in given.items() if v is not None})
     except ValueError as err:
         fail(str(err), EXIT_USAGE)
     provider = _provider(model, calculator, calculator_kwargs, device, dtype)

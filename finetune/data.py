@@ -44,11 +44,11 @@ class Example:
     classes: ColumnSet | None = None
 
 
-def phonon_examples(records: Sequence[Record], sampler: SamplerKind = "uniform") -> list[Example]:
+def phonon_examples(records: Sequence[Record], sampler: SamplerKind = "uniform", *, need_energy: bool = False) -> list[Example]:
     """Phonon examples: supercell at the reference geometry, zero forces and stress (DFT equilibrium).
 
     The energy target is the record's stored energy per atom times N when it has one; it is
-    only used if λE > 0.
+    only used if λE > 0, and then (`need_energy`) a record without one is refused by name.
     """
     out = []
     for record in records:
@@ -56,6 +56,11 @@ def phonon_examples(records: Sequence[Record], sampler: SamplerKind = "uniform")
         n = len(atoms)
         classes = SupercellSymmetry.from_atoms(atoms).column_orbits()
         ref = record.reference
+        if need_energy and "energy" not in ref:
+            raise ValueError(
+                f"{record.source}: material {record.id!r}, field 'energy': missing or NaN, "
+                "but energy_weight > 0 trains on it (set energy_weight = 0, or leave this record out)"
+            )
         energy = float(ref["energy"]) / float(ref.get("nsites", len(record.unitcell))) * n if "energy" in ref else 0.0
         out.append(
             Example(

@@ -98,7 +98,7 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     val: list[Example] = []
     if spec.dataset is not None:
         data = Dataset(spec.dataset)
-        train = phonon_examples([data[i] for i in data.split(spec.split)], config.sampler)
+        train = phonon_examples([data[i] for i in data.split(spec.split)], config.sampler, need_energy=config.energy_weight > 0)
         if spec.val_split:
             val = phonon_examples([data[i] for i in data.split(spec.val_split)], "uniform")
     cotrain = upstream_examples(read_frames(spec.cotrain), str(spec.cotrain)) if spec.cotrain else []

@@ -17,7 +17,7 @@ import numpy as np
 import phonopy
 
 from phonon_eval.provider import ForceProvider, ModelLike, ProviderError, as_provider
-from phonon_eval.records import ase_from_phonopy
+from phonon_eval.records import ase_from_phonopy, produce_force_constants, symmetrize
 from phonon_eval.symmetry import SupercellSymmetry, symmetrize_translational
 
 __all__ = ["METHODS", "analytic_force_constants", "finite_force_constants", "force_constants", "resolve_method"]
@@ -71,27 +71,36 @@ def analytic_force_constants(
     return symmetrize_translational(fc) if symmetrize else fc
 
 
-def finite_force_constants(provider: ModelLike, phonon: phonopy.Phonopy, distance: float = 0.01) -> np.ndarray:
+def finite_force_constants(
+    provider: ModelLike,
+    phonon: phonopy.Phonopy,
+    distance: float = 0.01,
+    *,
+    diagonal: bool = True,
+    remove_drift: bool = False,
+    symmetrization: str = "none",
+) -> np.ndarray:
     """Force constants by phonopy's finite displacements (±`distance` Å as phonopy chooses).
 
-    Sets `phonon.forces` and `phonon.force_constants` (full form) as a side effect, like
-    `produce_force_constants`.
+    Sets `phonon.forces` and `phonon.force_constants` (full form) as a side effect. The force
+    constants are made from the forces by `records.produce_force_constants`, the function that
+    makes a record's reference force constants from its DFT forces.
+
+    Args:
+        diagonal: let phonopy displace along non-Cartesian directions (its is_diagonal).
+        remove_drift: subtract each supercell's mean force (the MDR scripts do).
+        symmetrization: "none" (phonopy's traditional finite differences only), "phonopy" or
+            "symfc" (see `records.produce_force_constants`).
 
     Returns:
         (N, N, 3, 3) force constants in eV/Å².
     """
-    phonon.generate_displacements(distance=distance)
+    phonon.generate_displacements(distance=distance, is_diagonal=diagonal)
     supercell = ase_from_phonopy(phonon.supercell)
     positions = np.array([s.positions for s in phonon.supercells_with_displacements])
     phonon.forces = as_provider(provider).forces(supercell, positions)
-    phonon.produce_force_constants(fc_calculator="traditional")
-    fc = phonon.force_constants
-    if fc.shape[0] != fc.shape[1]:
-        from phonopy.harmonic.force_constants import compact_fc_to_full_fc
-
-        fc = compact_fc_to_full_fc(phonon.primitive, fc)
-        phonon.force_constants = fc
-    return fc
+    produce_force_constants(phonon, symmetrization, remove_drift)
+    return np.asarray(phonon.force_constants)
 
 
 def force_constants(
@@ -100,9 +109,15 @@ def force_constants(
     method: Method = "auto",
     *,
     distance: float = 0.01,
-    symmetrize: bool = False,
+    diagonal: bool = True,
+    remove_drift: bool = False,
+    symmetrization: str = "none",
 ) -> tuple[str, int]:
     """Set the force constants of `phonon`'s supercell by `method`.
+
+    `distance`, `diagonal` and `remove_drift` are those of `finite_force_constants`;
+    `symmetrization` ("none", "phonopy", "symfc") is applied to either method's force
+    constants, as to a reference's made from forces.
 
     Returns:
         The method used ("analytic" or "finite") and what it cost: HVPs (analytic) or
@@ -113,9 +128,8 @@ def force_constants(
     if method == "analytic":
         supercell = ase_from_phonopy(phonon.supercell)
         symmetry = SupercellSymmetry.from_atoms(supercell)
-        phonon.force_constants = analytic_force_constants(provider, supercell, symmetry, symmetrize=symmetrize)
+        phonon.force_constants = analytic_force_constants(provider, supercell, symmetry)
+        symmetrize(phonon, symmetrization)
         return method, len(symmetry.independent_columns())
-    fc = finite_force_constants(provider, phonon, distance)
-    if symmetrize:
-        phonon.force_constants = symmetrize_translational(fc)
+    finite_force_constants(provider, phonon, distance, diagonal=diagonal, remove_drift=remove_drift, symmetrization=symmetrization)
     return method, len(phonon.displacements)

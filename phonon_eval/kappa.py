@@ -27,13 +27,13 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import ase
 import ase.io
 import numpy as np
 
-from phonon_eval.provenance import settings_attrs
+from phonon_eval.provenance import ProtocolSettings
 from phonon_eval.provider import ForceProvider, ModelLike, as_provider
 from phonon_eval.records import Record, ase_from_phonopy, phonopy_from_ase
 from phonon_eval.relax import relax
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from phonopy.structure.atoms import PhonopyAtoms
 
 __all__ = [
+    "FC_SYMMETRIZATIONS",
+    "KAPPA_PROTOCOLS",
     "METHODS",
     "PENALTY",
     "Conductivity",
@@ -73,11 +75,31 @@ class KappaInputError(ValueError):
     """A structures or reference file that cannot be used; names the file, material and field."""
 
 
+KAPPA_PROTOCOLS: dict[str, dict[str, Any]] = {
+    # The Matbench Discovery κ task as its published script runs it (Póta et al. 2024): FIRE +
+    # FrechetCellFilter + FixSymmetry to 1e-4 eV/Å in 300 steps, symprec 1e-5, 0.03 Å
+    # displacements, produce_fc2(symmetrize_fc2=True) and produce_fc3(symmetrize_fc3r=True),
+    # init_phph_interaction(symmetrize_fc3q=False), Wigner RTA with isotopes and a 1 m boundary
+    # mean free path, at 300 K; imaginary modes or a changed space group give the penalty.
+    "matbench": {},
+    # As `matbench`, but the force constants as `phono3py.load` makes them from the same
+    # displacements: finite differences projected onto the symmetric subspace by symfc.
+    "phono3py": {"fc_symmetrization": "symfc"},
+}
+"""Named, versioned κ protocols (version 1): the fields that differ from the defaults."""
+KAPPA_PROTOCOL_VERSION = 1
+FC_SYMMETRIZATIONS = ("matbench", "symfc")
+
+
 @dataclasses.dataclass(frozen=True)
-class KappaSettings:
+class KappaSettings(ProtocolSettings):
     """Everything that decides the numbers; recorded in the results' attributes.
 
+    The defaults are the `matbench` protocol; `KappaSettings.from_protocol(name, **changes)`
+    starts from another one, and `overrides` names the fields that differ from it.
+
     Attributes:
+        protocol: the named protocol these settings start from (`KAPPA_PROTOCOLS`).
         relax: relax the unit cell with the model first.
         relax_cell: relax the cell as well as the positions.
         fmax: force threshold of the relaxation, eV/Å (Matbench: 1e-4).
@@ -92,8 +114,17 @@ class KappaSettings:
         boundary_mfp: boundary-scattering mean free path, µm (Matbench: 1e6), or None for none.
         imaginary_tolerance: how far below zero the acoustic modes at Γ may go, THz; every other
             mode on the q-mesh must be >= 0 (Matbench's rule).
+        fc_symmetrization: "matbench" (phono3py's traditional symmetrisation of fc2 and fc3 in
+            real space, as the Matbench script) or "symfc" (the symfc projector, as
+            `phono3py.load`); the reference's DFT forces go through the same.
+        overrides: (set by the class) the fields that differ from the protocol.
     """
 
+    PROTOCOLS: ClassVar[dict[str, dict[str, Any]]] = KAPPA_PROTOCOLS
+    PROTOCOL_VERSION: ClassVar[int] = KAPPA_PROTOCOL_VERSION
+    COMMAND: ClassVar[str] = "kappa"
+
+    protocol: str = "matbench"
     relax: bool = True
     relax_cell: bool = True
     fmax: float = 1e-4
@@ -106,8 +137,13 @@ class KappaSettings:
     isotope: bool = True
     boundary_mfp: float | None = 1e6
     imaginary_tolerance: float = 0.01
+    fc_symmetrization: str = "matbench"
+    overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._record_overrides()
+        if self.fc_symmetrization not in FC_SYMMETRIZATIONS:
+            raise ValueError(f"fc_symmetrization must be one of {', '.join(FC_SYMMETRIZATIONS)}, got {self.fc_symmetrization!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if 300.0 not in self.temperatures:
@@ -116,10 +152,6 @@ class KappaSettings:
             raise ValueError(f"mesh must be three positive integers, got {self.mesh}")
         if not 0 < self.displacement < 0.1:
             raise ValueError(f"displacement must be in (0, 0.1) Å, got {self.displacement}")
-
-    def as_attrs(self) -> dict[str, Any]:
-        """Flat netCDF-friendly attributes, prefixed `setting_` (None becomes "none")."""
-        return settings_attrs(self)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -349,12 +381,23 @@ def read_matbench(structures: str | os.PathLike, reference: str | os.PathLike) -
 # --------------------------------------------------------------------------------------------
 
 
-def produce_force_constants(ph3: Phono3py) -> None:
-    """fc3 and fc2 from the displacement datasets with forces, as `phono3py.load` makes them.
+def produce_force_constants(ph3: Phono3py, symmetrization: str = "symfc") -> None:
+    """fc3 and fc2 from the displacement datasets with forces.
 
-    Finite differences then the symfc projector (symfc itself for random-displacement datasets);
-    fc2 from the fc3 displacements unless the fc2 supercell is separate.
+    "symfc": as `phono3py.load` makes them, finite differences then the symfc projector (symfc
+    itself for random-displacement datasets). "matbench": as the Matbench Discovery script,
+    `produce_fc3(symmetrize_fc3r=True)` and `produce_fc2(symmetrize_fc2=True)`, phono3py's
+    traditional real-space symmetrisation, written as phono3py 4 asks (those keywords are
+    deprecated: produce, then symmetrize). fc2 comes from the fc3 displacements unless the fc2
+    supercell is separate.
     """
+    if symmetrization == "matbench":
+        ph3.produce_fc3()
+        ph3.symmetrize_fc3()
+        if ph3.phonon_supercell_matrix is not None:
+            ph3.produce_fc2()
+        ph3.symmetrize_fc2()
+        return
 
     def calculator(dataset: dict[str, Any]) -> str | None:
         return "symfc" if "displacements" in dataset else None
@@ -452,7 +495,7 @@ def reference_conductivity(
     if not isinstance(material.reference, Record):
         raise KappaInputError(f"material {material.id!r} has no reference")
     ph3 = material.reference.to_phono3py(produce_fc=False)
-    produce_force_constants(ph3)
+    produce_force_constants(ph3, settings.fc_symmetrization)
     ph3.mesh_numbers = list(mesh)
     ph3.init_phph_interaction()
     return run_conductivity(ph3, settings)
@@ -696,7 +739,7 @@ def evaluate_material(
     tick("fc2")
     ph3.forces = _forces(provider, ph3.supercell, ph3.supercells_with_displacements)
     tick("fc3")
-    produce_force_constants(ph3)
+    produce_force_constants(ph3, settings.fc_symmetrization)
     tick("force_constants")
     ph3.mesh_numbers = list(mesh)
     ph3.init_phph_interaction()

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from phonon_eval.fanout import Cluster, failed_row
 from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
+from phonon_eval.provenance import protocol_caption
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file
 
@@ -184,25 +185,34 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else NAN
-
-
 def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
-    """Counts per status and the means over materials of SRD, SRE and SRME at `temperature`.
+    """Counts per status and the means over materials of SRD, SRE and SRME at `temperature`, as
+    Matbench Discovery takes them.
 
-    As in Matbench Discovery, materials without a model κ count with SRME = SRE = 2; values that
-    could not be computed (NaN: no reference, or a reference on other q-points) are left out.
+    A material without a model κ (unstable, symmetry broken, failed) counts with SRME = SRE = 2
+    and SRD = -2, and so does one whose metric could not be computed although it has a reference
+    (e.g. its q-points differ from the reference's): `n_penalised` says how many. Only materials
+    without any reference are left out (a κ-only run has NaN means).
     """
     at = ds.sel(temperature=temperature)
     status = ds["status"].values
     counts = {f"n_{s.replace(' ', '_')}": int((status == s).sum()) for s in ("ok", "unstable", "symmetry broken", "failed")}
+    # a row without a model κ may not know κ_ref (a failure can come first); in a run that has
+    # references at all it is penalised like the others
+    kappa_ref = at["kappa_ref"].values
+    has_reference = (np.isfinite(kappa_ref) | (status != "ok")) & np.isfinite(kappa_ref).any()
+    srme = at["srme"].values
+    penalised = has_reference & ((status != "ok") | ~np.isfinite(srme))
+    means = {}
+    for name in ("srd", "sre", "srme"):
+        values = np.where(penalised, PENALTY[name], at[name].values)[has_reference]
+        means[name] = float(values.mean()) if len(values) else NAN
     return {
         "n_materials": len(status),
         **counts,
-        **{name: _mean(at[name].values) for name in ("srd", "sre", "srme")},
-        "n_srme": int(np.isfinite(at["srme"].values).sum()),
+        **means,
+        "n_used": int(has_reference.sum()),
+        "n_penalised": int(penalised.sum()),
     }
 
 
@@ -222,7 +232,11 @@ class KappaSummary:
             f"κ of {model} at {temperature:g} K vs DFT ({m['n_ok']} ok, {m['n_unstable']} unstable, "
             f"{m['n_symmetry_broken']} symmetry broken, {m['n_failed']} failed)"
         )
-        table = Table(title=title, caption="κ in W/m-K (mean of the diagonal); SRME = SRE = 2 without a model κ (Matbench Discovery)")
+        caption = (
+            f"{protocol_caption(ds.attrs)}; κ in W/m-K (mean of the diagonal); means over {m['n_used']} materials, {m['n_penalised']} of them "
+            "penalised with SRME = SRE = 2 (no model κ, or no mode-resolved comparison: Matbench Discovery)"
+        )
+        table = Table(title=title, caption=caption)
         for col in ["material", "κ", "κ_ref", "SRD", "SRE", "SRME", "note"]:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
         colour = {"unstable": "yellow", "symmetry broken": "yellow", "failed": "red"}

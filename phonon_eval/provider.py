@@ -10,6 +10,8 @@ displaced copies of one supercell, and, where the model can give them, exact Hes
   function with its parameters: all of it, every derivative by autodiff.
 - `AseCalculator`: any ASE calculator (SevenNet, CHGNet, MACE, EMT, ...), given as an object or
   built from a `module:factory` spec: forces one structure at a time, no Hessian.
+- `HarmonicModel`: given force constants as a model (forces -Φ·u, exact Hessian columns), to
+  check that a protocol treats model and reference alike.
 
 `as_provider` turns a checkpoint path, a `Potential`, an ASE calculator or a provider into one,
 so every evaluator takes any of them. A provider sent to Dask workers carries what rebuilds it
@@ -38,6 +40,7 @@ __all__ = [
     "EnergyFunction",
     "ForceError",
     "ForceProvider",
+    "HarmonicModel",
     "JaxPotential",
     "ModelLike",
     "ProviderError",
@@ -518,3 +521,46 @@ class AseCalculator(ForceProvider):
                 "model_sha256": "" if weights is None else _sha256(weights),
             }
         return self._provenance
+
+
+class HarmonicModel(ForceProvider):
+    """The harmonic expansion around a supercell as a model: forces -Φ·u, Hessian columns Φ.
+
+    Evaluated with a record's own force constants (and no relaxation), any protocol must give
+    zero error: the model and reference sides go through the same post-processing.
+
+    Args:
+        supercell: the supercell the force constants belong to (its atoms in their order).
+        force_constants: (N, N, 3, 3) full force constants, eV/Å².
+        name: how results name it.
+    """
+
+    has_hessian = True
+
+    def __init__(self, supercell: ase.Atoms, force_constants: np.ndarray, name: str = "harmonic"):
+        self.supercell = supercell.copy()
+        self.force_constants = np.asarray(force_constants, dtype=np.float64)
+        self.name = name
+        n = len(supercell)
+        if self.force_constants.shape != (n, n, 3, 3):
+            raise ProviderError(f"{name}: force constants of shape {self.force_constants.shape} for {n} atoms")
+
+    def _check(self, atoms: ase.Atoms) -> None:
+        same = len(atoms) == len(self.supercell) and np.allclose(atoms.cell.array, self.supercell.cell.array, atol=1e-8)
+        if not same or not np.allclose(atoms.positions, self.supercell.positions, atol=1e-6):
+            raise ProviderError(f"{self.name} knows only its own supercell ({len(self.supercell)} atoms, unrelaxed)")
+
+    def calculator(self) -> Any:
+        raise ProviderError(f"{self.name} cannot relax a structure: evaluate it with relax=False")
+
+    def forces(self, atoms: ase.Atoms, positions: np.ndarray) -> np.ndarray:
+        self._check(atoms)
+        u = np.asarray(positions, dtype=np.float64) - self.supercell.positions[None]
+        return -np.einsum("abij,nbj->nai", self.force_constants, u)
+
+    def hessian_columns(self, atoms: ase.Atoms, columns: list[tuple[int, int]]) -> np.ndarray:
+        self._check(atoms)
+        return np.stack([self.force_constants[:, atom, :, direction] for atom, direction in columns])
+
+    def provenance(self) -> dict[str, str]:
+        return {"model": self.name, "model_kind": "harmonic"}

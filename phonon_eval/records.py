@@ -34,6 +34,7 @@ import gzip
 import json
 import lzma
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -51,15 +52,18 @@ if TYPE_CHECKING:
     from phonopy.structure.atoms import PhonopyAtoms
 
 __all__ = [
+    "FC_SYMMETRIZATIONS",
     "MDR_REFERENCE_KEYS",
     "Record",
     "RecordError",
+    "RecordWarning",
     "ase_from_phonopy",
     "is_yaml_name",
     "phonopy_from_ase",
     "produce_force_constants",
     "read_record",
     "record_id",
+    "symmetrize",
     "write_record",
     "write_text",
 ]
@@ -245,12 +249,13 @@ class Record:
         cell = get_supercell(unitcell, self.supercell_matrix, symprec=SYMPREC)
         return ase_from_phonopy(cell)
 
-    def to_phonopy(self) -> phonopy.Phonopy:
+    def to_phonopy(self, symmetrization: str = "symfc", remove_drift: bool = False) -> phonopy.Phonopy:
         """A `phonopy.Phonopy` with full force constants and NAC parameters set.
 
-        Stored force constants are used as they are; otherwise they are produced from the
-        dataset as `phonopy.load` does (finite differences, then the symfc projector; symfc for
-        type-2 datasets).
+        Stored force constants are used as they are (the record's author made them: MDR's
+        went through the MDR pipeline); otherwise they are produced from the dataset by
+        `produce_force_constants` with `symmetrization` and `remove_drift` (the defaults are
+        what `phonopy.load` does).
 
         Returns:
             phonopy.Phonopy; `force_constants` (N_sc, N_sc, 3, 3) eV/Å².
@@ -261,7 +266,7 @@ class Record:
         if self.force_constants is not None:
             ph.force_constants = self.force_constants.copy()
         else:
-            produce_force_constants(ph)
+            produce_force_constants(ph, symmetrization, remove_drift)
         return ph
 
     def full_force_constants(self) -> np.ndarray:
@@ -341,20 +346,39 @@ class Record:
         raise RecordError(self.source, self.id, field, message)
 
 
-def produce_force_constants(ph: phonopy.Phonopy) -> None:
-    """Produce full force constants on `ph` from its dataset exactly as `phonopy.load` does.
+FC_SYMMETRIZATIONS = ("symfc", "phonopy", "none")
+
+
+def produce_force_constants(ph: phonopy.Phonopy, symmetrization: str = "symfc", remove_drift: bool = False) -> None:
+    """Produce full force constants on `ph` from its dataset: the one way both sides of an
+    evaluation, model and reference, make force constants from forces.
 
     Args:
         ph: a Phonopy whose dataset has forces; its `force_constants` are set to
             (N_sc, N_sc, 3, 3) eV/Å².
+        symmetrization: "symfc" (as `phonopy.load`: finite differences, then the symfc
+            projector; symfc fits type-2 datasets), "phonopy" (finite differences, then one
+            pass of phonopy's symmetrisation, as the MDR benchmark scripts) or "none".
+        remove_drift: subtract each supercell's mean force first (the MDR scripts do, for the
+            model's forces).
     """
-    # phonopy.load: finite differences then the symfc projector; symfc fits type-2 datasets
+    if symmetrization not in FC_SYMMETRIZATIONS:
+        raise ValueError(f"force-constant symmetrization must be one of {', '.join(FC_SYMMETRIZATIONS)}, got {symmetrization!r}")
+    if remove_drift:
+        forces = np.asarray(ph.forces, dtype=float)
+        ph.forces = forces - forces.mean(axis=1, keepdims=True)
     type2 = "displacements" in (ph.dataset or {})
     ph.produce_force_constants(
-        calculate_full_force_constants=True, fc_calculator="symfc" if type2 else None
+        calculate_full_force_constants=True, fc_calculator="symfc" if type2 else None, show_drift=False
     )
     if not type2:
-        ph.symmetrize_force_constants(show_drift=False, use_symfc_projector=True)
+        symmetrize(ph, symmetrization)
+
+
+def symmetrize(ph: phonopy.Phonopy, symmetrization: str) -> None:
+    """Symmetrise `ph.force_constants` in place: "symfc" projector, one "phonopy" pass, or "none"."""
+    if symmetrization != "none":
+        ph.symmetrize_force_constants(show_drift=False, use_symfc_projector=symmetrization == "symfc")
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,6 +518,13 @@ def _yaml_has_forces_or_fc(raw: Mapping[str, Any]) -> bool:
     if isinstance(raw.get("dataset"), dict) and "forces" in raw["dataset"]:
         return True
     return bool(entries) and isinstance(entries[0], dict) and "forces" in entries[0]
+
+
+def _is_nan(value: Any) -> bool:
+    try:
+        return bool(np.isnan(float(value)))
+    except (TypeError, ValueError):
+        return False
 
 
 class _Reader:
@@ -672,6 +703,8 @@ class _Reader:
         ref: dict[str, Any] = {}
         for key in MDR_REFERENCE_KEYS:
             if key in raw and raw[key] is not None:
+                if key == "energy" and _is_nan(raw[key]):
+                    continue  # MDR serves `energy: .nan` for some records: absent, needed only for λE > 0
                 ref[key] = self.array(raw[key], key)
         n_t = len(ref["temperatures"]) if "temperatures" in ref else None
         for key in _THERMAL_KEYS:
@@ -751,12 +784,14 @@ def _read_phonopy(raw: dict[str, Any], path: Path, mid: str, folder: Path | None
         raw = {**raw, "unit_cell": {k: raw[k] for k in ("lattice", "points", "atoms") if k in raw}}
     unitcell = r.cell(r.require(raw, "unit_cell"), "unit_cell")
     smat, pmat = r.matrices(raw)
+    primitive = r.cell(raw["primitive_cell"], "primitive_cell") if "primitive_cell" in raw else None
+    if raw.get("primitive_matrix") is None and primitive is not None:
+        pmat = _stored_primitive_matrix(r, unitcell, primitive)
     ph = r.phonopy(unitcell, smat, pmat)
     n_sc = len(ph.supercell)
     if "supercell" in raw:
         r.compare_cell(r.cell(raw["supercell"], "supercell"), ph.supercell, "supercell")
-    if "primitive_cell" in raw:
-        primitive = r.cell(raw["primitive_cell"], "primitive_cell")
+    if primitive is not None:
         r.compare_cell(primitive, ph.primitive, "primitive_cell")
     fc = r.force_constants(raw["force_constants"], ph) if "force_constants" in raw else None
 
@@ -782,6 +817,32 @@ def _read_phonopy(raw: dict[str, Any], path: Path, mid: str, folder: Path | None
         reference=r.reference(raw, len(ph.primitive)),
         source=folder or path,
     )
+
+
+class RecordWarning(UserWarning):
+    """A record read with a choice the reader made for it (named in the message)."""
+
+
+def _stored_primitive_matrix(r: _Reader, unitcell: PhonopyAtoms, primitive: PhonopyAtoms) -> Any:
+    """The primitive matrix a file means when it stores a primitive cell but no matrix.
+
+    phonopy 2.x wrote `phonopy_disp.yaml` that way, with the primitive cell it used (often the
+    unit cell itself, where no --pa was given). Per-mole properties depend on that cell, so it is
+    taken as written; where phonopy's "auto" would now build another one, a warning says so.
+    """
+    matrix = (np.asarray(primitive.cell) @ np.linalg.inv(np.asarray(unitcell.cell))).T
+    with warnings.catch_warnings():  # phonopy's own note that 'auto' was not v3's default
+        warnings.simplefilter("ignore")
+        auto = r.phonopy(unitcell, np.eye(3), "auto").primitive
+    if len(auto) != len(primitive):
+        warnings.warn(
+            f"{r.path}: no primitive_matrix (a phonopy 2.x file): the primitive cell is the file's own "
+            f"primitive_cell ({len(primitive)} atoms); phonopy's 'auto' would build {len(auto)}, and "
+            "per-mole properties refer to the file's",
+            RecordWarning,
+            stacklevel=2,
+        )
+    return np.round(matrix, 10)
 
 
 def _read_force_sets(r: _Reader, path: Path, n_sc: int) -> dict[str, Any]:

@@ -25,17 +25,19 @@ from rich.table import Table
 from phonon_eval.datasets import Dataset
 from phonon_eval.fanout import Cluster, failed_row
 from phonon_eval.phonons import PhononSettings, evaluate_material
+from phonon_eval.provenance import protocol_caption
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file, write_atomic
 from phonon_eval.units import THZ_TO_K
 
-__all__ = ["Summary", "VARIABLES", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
+__all__ = ["Summary", "VARIABLES", "common_materials", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
 
 # name -> (dims after material, units, long_name); `_ref` twins are added for the DFT side
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "omega_max": ((), "THz", "maximum phonon frequency over the commensurate q-points"),
     "omega_max_mesh": ((), "THz", "maximum phonon frequency over the q-point mesh"),
-    "min_frequency": ((), "THz", "lowest phonon frequency over the q-point mesh"),
+    "min_frequency": ((), "THz", "lowest phonon frequency over the q-point mesh, the commensurate q-points and the band path, acoustic modes at Γ excepted"),
+    "gamma_acoustic": ((), "THz", "lowest acoustic phonon frequency at Γ"),
     "entropy": (("temperature",), "J/K/mol", "vibrational entropy per mole of primitive cells"),
     "free_energy": (("temperature",), "kJ/mol", "Helmholtz vibrational free energy per mole of primitive cells"),
     "heat_capacity": (("temperature",), "J/K/mol", "heat capacity at constant volume per mole of primitive cells"),
@@ -53,7 +55,8 @@ SCALARS: dict[str, tuple[str, str, Any]] = {
     "fc_method": ("1", "how the model's force constants were made: analytic (HVPs) or finite (displacements)", ""),
     "n_fc_evaluations": ("1", "HVPs (analytic) or displaced supercells (finite) for the force constants", -1),
     "band_mae": ("THz", "mean absolute error of the band frequencies along the q-path", np.nan),
-    "stable": ("1", "dynamically stable with the model (lowest mesh frequency above -tolerance)", -1),
+    "mode_mae": ("THz", "mean absolute error of the frequencies of every mode at the commensurate q-points", np.nan),
+    "stable": ("1", "dynamically stable with the model (no frequency below -tolerance on mesh, commensurate points and path; acoustic modes at Γ above -gamma_tolerance)", -1),
     "stable_ref": ("1", "dynamically stable with the reference force constants", -1),
     "time_relax": ("s", "wall time of the relaxation", np.nan),
     "time_fc": ("s", "wall time of the force constants", np.nan),
@@ -177,20 +180,52 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
-    """MAE over the successful materials: ω_max (K), S, F, C_V at `temperature`, band MAE (THz)."""
-    ok = ds.where(ds["status"] == "ok", drop=True) if (ds["status"] == "ok").any() else None
-    if ok is None:
+def common_materials(*datasets: xr.Dataset) -> list[str]:
+    """The materials every results file evaluated successfully, in the first file's order:
+    the set to compare models over, so that a model that fails more does not look better."""
+    ok = [set(ds["material"].values[ds["status"].values == "ok"].tolist()) for ds in datasets]
+    first = datasets[0]["material"].values.tolist() if datasets else []
+    return [m for m in first if all(m in s for s in ok)]
+
+
+def metrics(ds: xr.Dataset, temperature: float = 300.0, materials: Iterable[str] | None = None) -> dict[str, float]:
+    """MAE of ω_max (K), S, F, C_V at `temperature` and the band MAE (THz), with the counts.
+
+    Taken over the materials that succeeded, or over `materials` (all of which must have
+    succeeded, e.g. `common_materials` of several files). Computed per material from the
+    material-indexed variables only, so memory does not grow with the ragged band data.
+
+    Returns:
+        n_materials, n_ok, n_failed (of the file), n_used (in the means), and the MAEs; {} when
+        no material is used.
+    """
+    status = ds["status"].values
+    ids = ds["material"].values
+    keep = status == "ok"
+    if materials is not None:
+        wanted = set(materials)
+        missing = wanted - set(ids[keep].tolist())
+        if missing:
+            raise ValueError(f"not evaluated successfully in this file: {', '.join(sorted(missing))}")
+        keep &= np.isin(ids, list(wanted))
+    used = np.flatnonzero(keep)
+    counts = {"n_materials": len(status), "n_ok": int((status == "ok").sum()), "n_failed": int((status != "ok").sum()), "n_used": len(used)}
+    if not len(used):
         return {}
-    at = ok.sel(temperature=temperature)
+    t = int(np.flatnonzero(np.isclose(ds["temperature"].values, temperature))[0])
+
+    def mae(name: str, at_t: bool = False) -> float:
+        a, b = ds[name].values[used], ds[name + REFERENCE_SUFFIX].values[used]
+        return float(np.abs(a[:, t] - b[:, t] if at_t else a - b).mean())
+
     return {
-        "n_ok": int((ds["status"] == "ok").sum()),
-        "n_failed": int((ds["status"] != "ok").sum()),
-        "omega_max_K": float(np.abs(ok["omega_max_K"] - ok["omega_max_K_ref"]).mean()),
-        "entropy": float(np.abs(at["entropy"] - at["entropy_ref"]).mean()),
-        "free_energy": float(np.abs(at["free_energy"] - at["free_energy_ref"]).mean()),
-        "heat_capacity": float(np.abs(at["heat_capacity"] - at["heat_capacity_ref"]).mean()),
-        "band_mae": float(ok["band_mae"].mean()),
+        **counts,
+        "omega_max_K": mae("omega_max_K"),
+        "entropy": mae("entropy", True),
+        "free_energy": mae("free_energy", True),
+        "heat_capacity": mae("heat_capacity", True),
+        "mode_mae": float(ds["mode_mae"].values[used].mean()),
+        "band_mae": float(ds["band_mae"].values[used].mean()),
     }
 
 
@@ -213,13 +248,14 @@ class Summary:
         model = escape(str(ds.attrs.get("model", "model")))
         table = Table(
             title=f"{model} − reference at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
-            caption="ω_max in K, S and C_V in J/K/mol, F in kJ/mol, bands: MAE along the q-path in THz",
+            caption=f"{protocol_caption(ds.attrs)}; ω_max in K, S and C_V in J/K/mol, F in kJ/mol, modes: MAE of the "
+            "frequencies at the commensurate q-points and bands: along the q-path, in THz",
         )
-        for col in ["material", "ω_max", "S", "F", "C_V", "bands", "note"]:
+        for col in ["material", "ω_max", "S", "F", "C_V", "modes", "bands", "note"]:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
         for i, m in enumerate(ds["material"].values):
             if ds["status"][i] != "ok":
-                table.add_row(str(m), "", "", "", "", "", f"[red]failed: {escape(str(ds['error'][i].values))}")
+                table.add_row(str(m), "", "", "", "", "", "", f"[red]failed: {escape(str(ds['error'][i].values))}")
                 continue
             table.add_row(
                 str(m),
@@ -227,6 +263,7 @@ class Summary:
                 f"{float(t['entropy'][i] - t['entropy_ref'][i]):+.2f}",
                 f"{float(t['free_energy'][i] - t['free_energy_ref'][i]):+.3f}",
                 f"{float(t['heat_capacity'][i] - t['heat_capacity_ref'][i]):+.3f}",
+                f"{float(ds['mode_mae'][i]):.3f}",
                 f"{float(ds['band_mae'][i]):.3f}",
                 "" if bool(ds["stable"][i]) else "[yellow]unstable",
             )
@@ -234,11 +271,12 @@ class Summary:
         if m:
             table.add_section()
             table.add_row(
-                "[bold]MAE",
+                f"[bold]MAE[/] ({m['n_used']} of {m['n_materials']}, {m['n_failed']} failed)",
                 f"{m['omega_max_K']:.1f}",
                 f"{m['entropy']:.2f}",
                 f"{m['free_energy']:.3f}",
                 f"{m['heat_capacity']:.3f}",
+                f"{m['mode_mae']:.3f}",
                 f"{m['band_mae']:.3f}",
                 "",
             )
@@ -265,13 +303,14 @@ def run_phonons(
     """Evaluate `ids` of `data` with `model` (anything `as_provider` takes), in process or on
     Dask, rewriting `out` after each material.
 
-    "auto" force constants are resolved for the model first, so the file records the method used.
+    The file records the protocol, every setting, which of them override the protocol, and the
+    force-constant method used ("auto" resolved for the model: `fc_method_used`).
 
     Raises:
         ProviderError: `settings` ask for analytic force constants of a model without HVPs.
     """
     provider = as_provider(model)
-    settings = settings.for_model(provider)
+    attrs = {"fc_method_used": settings.method_for(provider), **(attrs or {})}
     evaluate = functools.partial(_phonon_row, data, settings)
     ds = run_to_file(
         "phonons", ids, evaluate, provider, settings, out, to_dataset, rows_from_dataset,

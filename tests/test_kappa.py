@@ -370,3 +370,23 @@ def test_bad_inputs_give_one_clear_line(tiny_ckpt, tmp_path):
     missing = tmp_path / "missing.extxyz"
     res = runner.invoke(app, ["kappa", str(tiny_ckpt), "--structures", str(missing), "--reference", str(tmp_path / "r.json"), *out])
     assert res.exit_code == 1 and "r.json" in res.output
+
+
+def test_mean_metrics_penalise_as_matbench_and_say_how_many():
+    """A material with a reference but no SRME (other q-points) counts as 2, like one without a
+    model κ; materials of a κ-only run (no reference anywhere) give no means."""
+    from phonon_eval.fanout import failed_row
+    from phonon_eval.kappa_results import metrics, to_dataset
+
+    def row(material, status, kappa, kappa_ref, srme):
+        srd = 2 * (kappa - kappa_ref) / (kappa + kappa_ref) if status == "ok" else -2.0
+        return {"material": material, "status": status, "error": "", "note": "", "kappa": [kappa], "kappa_ref": [kappa_ref],
+                "srd": [srd], "sre": [abs(srd)], "srme": [srme if status == "ok" else 2.0]}
+
+    rows = [row("a", "ok", 10.0, 11.0, 0.1), row("b", "ok", 10.0, 10.0, np.nan), row("c", "unstable", np.nan, 5.0, 2.0), failed_row("d", "boom")]
+    m = metrics(to_dataset(rows, [300.0]))
+    assert (m["n_used"], m["n_penalised"], m["n_ok"], m["n_unstable"], m["n_failed"]) == (4, 3, 2, 1, 1)
+    assert m["srme"] == pytest.approx((0.1 + 2 + 2 + 2) / 4)
+    assert m["sre"] == pytest.approx((2 / 21 + 2 + 2 + 2) / 4) and m["srd"] == pytest.approx((-2 / 21 - 2 - 2 - 2) / 4)
+    alone = metrics(to_dataset([row("a", "ok", 10.0, np.nan, np.nan), failed_row("d", "boom")], [300.0]))
+    assert alone["n_used"] == 0 and np.isnan(alone["srme"])

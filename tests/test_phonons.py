@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -63,9 +64,12 @@ def test_dft_examples_evaluate(folder):
 
 
 def test_si_with_nequix_matches_the_issue_numbers():
-    """Issue 4: phonopy 4.10, 20x20x20 mesh, 300 K, after relaxation (a = 5.504 Å), within 0.5 %."""
+    """Issue 4's numbers, measured with the public package (phonopy 4.10, 20x20x20 mesh, 300 K,
+    after relaxation: a = 5.504 Å), under the mdr protocol within 1 %; `exact` (one HVP instead
+    of 0.01 Å finite differences and a symmetrisation pass) differs from it by a measured amount."""
     record = read_record(shared_file("data/mdr/mp-149.yaml"))
-    settings = PhononSettings(temperatures=(0.0, 300.0), band_points=11)
+    settings = PhononSettings(band_points=11)  # mdr
+    i = settings.temperatures.index(300.0)
     rows = {}
     for name in ("nequix-mp-1", "nequix-mp-1-pft"):
         rows[name] = evaluate_material(pe.load_potential(shared_file(f"models/{name}.nqx")), record, settings)
@@ -73,22 +77,27 @@ def test_si_with_nequix_matches_the_issue_numbers():
     expected = {"entropy": 41.02, "free_energy": 5.42, "heat_capacity": 41.58}
     expected_ref = {"entropy": 39.33, "free_energy": 6.52, "heat_capacity": 40.07}
     for key in expected:
-        assert row[key][1] == pytest.approx(expected[key], rel=5e-3), key
-        assert row[key + "_ref"][1] == pytest.approx(expected_ref[key], rel=5e-3), key
-    # and the DFT side agrees with the values MDR stores with the record
+        assert row[key][i] == pytest.approx(expected[key], rel=1e-2), key
+        assert row[key + "_ref"][i] == pytest.approx(expected_ref[key], rel=1e-2), key
+    # and the DFT side is what MDR stores with the record
     stored = record.reference
-    i300 = list(stored["temperatures"]).index(300.0)
     for key, mdr in [("entropy", "entropy"), ("free_energy", "free_e"), ("heat_capacity", "heat_capacity")]:
-        assert row[key + "_ref"][1] == pytest.approx(stored[mdr][i300], rel=1e-3), key
-    assert row["omega_max_mesh"] == pytest.approx(13.96, rel=5e-3)
-    assert row["omega_max_mesh_ref"] == pytest.approx(15.10, rel=5e-3)
+        assert row[key + "_ref"][i] == pytest.approx(stored[mdr][i], abs=5e-5), key
+    assert row["omega_max"] == pytest.approx(13.96, rel=1e-2)
+    assert row["omega_max_ref"] == pytest.approx(np.max(stored["phonon_freq"]), abs=1e-6)
     a = (row["volume"] * 4 / len(record.unitcell) * 2) ** (1 / 3)  # conventional 8-atom cube
     assert a == pytest.approx(5.504, abs=2e-3)
-    assert row["n_fc_evaluations"] == 1  # one HVP for all of diamond Si
+    assert row["fc_method"] == "finite" and row["stable"] and row["stable_ref"]
+    exact = evaluate_material(pe.load_potential(shared_file("models/nequix-mp-1.nqx")), record, PhononSettings.from_protocol("exact", band_points=11))
+    assert exact["fc_method"] == "analytic" and exact["n_fc_evaluations"] == 1  # one HVP for all of diamond Si
+    for key in ("omega_max", "entropy", "free_energy", "heat_capacity"):
+        ours, theirs = (np.atleast_1d(r[key])[i if np.ndim(r[key]) else 0] for r in (exact, row))
+        print(f"Si nequix-mp-1 {key}: mdr {theirs:.5f}, exact {ours:.5f}, exact - mdr {ours - theirs:+.2e}")
+        assert ours == pytest.approx(theirs, rel=2e-3), key
     # PFT moves every property toward DFT
     pft = rows["nequix-mp-1-pft"]
     for key in ("entropy", "free_energy", "heat_capacity"):
-        assert abs(pft[key][1] - pft[key + "_ref"][1]) < abs(row[key][1] - row[key + "_ref"][1]), key
+        assert abs(pft[key][i] - pft[key + "_ref"][i]) < abs(row[key][i] - row[key + "_ref"][i]), key
     assert abs(pft["omega_max"] - pft["omega_max_ref"]) < abs(row["omega_max"] - row["omega_max_ref"])
 
 
@@ -116,3 +125,55 @@ def test_results_round_trip_through_netcdf(tmp_path, si_record):
     assert "Og" in str(back["error"].values[1])
     m = metrics(back)
     assert m["n_ok"] == 1 and m["n_failed"] == 1 and m["entropy"] == 0.0
+
+
+def test_aggregates_over_the_common_set_say_what_they_were_taken_over():
+    """Model B fails Pt; its MAE over what it got is not comparable with A's over both, so the
+    comparison is taken over the common set, and every aggregate carries its counts."""
+    from calculators import LJ_CU, lennard_jones
+
+    from phonon_eval.datasets import Dataset
+    from phonon_eval.fanout import failed_row
+    from phonon_eval.results import common_materials
+
+    data = Dataset(Path(__file__).resolve().parents[1] / "data" / "emt")
+    settings = PhononSettings(relax=False, mesh=(4, 4, 4), temperatures=(0.0, 300.0), band_points=3)
+    lj = pe.EnergyFunction(lennard_jones, LJ_CU, name="LJ-Cu", elements=(29,))
+    rows_a = [evaluate_material(lj, data[m], settings) for m in ("Cu-fcc",)] + [evaluate_material(
+        pe.AseCalculator(spec="ase.calculators.emt:EMT"), data["Pt-fcc"], settings)]
+    with pytest.raises(pe.ProviderError, match="Pt"):
+        evaluate_material(lj, data["Pt-fcc"], settings)
+    rows_b = [rows_a[0], failed_row("Pt-fcc", "ProviderError: LJ-Cu does not know Pt (Z=78)")]
+    a, b = to_dataset(rows_a, settings.temperatures), to_dataset(rows_b, settings.temperatures)
+    assert common_materials(a, b) == ["Cu-fcc"]
+    all_a, only_b = metrics(a), metrics(b)
+    assert (all_a["n_used"], all_a["n_failed"], only_b["n_used"], only_b["n_failed"]) == (2, 0, 1, 1)
+    common = metrics(a, materials=common_materials(a, b))
+    assert common["n_used"] == 1 and common == {**only_b, "n_failed": 0, "n_ok": 2}
+    cu = rows_a[0]
+    assert common["entropy"] == pytest.approx(abs(cu["entropy"][1] - cu["entropy_ref"][1]))
+    with pytest.raises(ValueError, match="not evaluated successfully in this file: Pt-fcc"):
+        metrics(b, materials=["Cu-fcc", "Pt-fcc"])
+
+
+def test_stability_counts_gamma_which_the_shifted_mesh_never_samples():
+    """fcc Cu with an on-site term that breaks the acoustic sum rule: imaginary acoustic modes
+    at Γ. A shifted 20x20x20 mesh never sees them; the commensurate points and the band path do,
+    and MDR's rule lets them go down to -35 K (0.73 THz) before it calls the crystal unstable."""
+    from phonon_eval.datasets import Dataset
+    from phonon_eval.phonons import band_path, phonon_properties
+
+    record = Dataset(Path(__file__).resolve().parents[1] / "data" / "emt")["Cu-fcc"]
+    settings = PhononSettings(mesh=(20, 20, 20))
+    for imaginary, stable in ((0.05, True), (1.0, False)):
+        ph = record.to_phonopy()
+        mass = ph.primitive.masses[0]
+        fc = np.array(ph.force_constants)
+        fc[np.arange(len(fc)), np.arange(len(fc))] -= mass * (imaginary / 15.633302) ** 2 * np.eye(3)  # ω² = -shift / m at Γ
+        ph.force_constants = fc
+        props = phonon_properties(ph, settings, band_path(ph, 11))
+        if stable:
+            assert props["mesh_frequencies"].min() > 0.1  # the shifted mesh alone sees nothing
+        row = compare(ph, record.to_phonopy(), record, settings)
+        assert row["gamma_acoustic"] == pytest.approx(-imaginary, rel=1e-3) and row["stable_ref"]
+        assert (row["min_frequency"] > 0) == stable and row["stable"] == stable

@@ -7,6 +7,7 @@ built-in potential's native (batched, analytic) route.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from phonon_eval.units import THZ_TO_K
 runner = CliRunner()
 EMT_SPEC = "ase.calculators.emt:EMT"
 FAST = ["--mesh", "6", "--temperatures", "0,300", "--band-points", "5", "--no-progress"]
-SETTINGS = PhononSettings(mesh=(6, 6, 6), temperatures=(0.0, 300.0), band_points=5)
+# the exact protocol: analytic force constants where the model has HVPs, finite otherwise
+SETTINGS = PhononSettings.from_protocol("exact", mesh=(6, 6, 6), temperatures=(0.0, 300.0), band_points=5)
 PROPERTIES = ("omega_max", "omega_max_mesh", "min_frequency", "entropy", "free_energy", "heat_capacity", "band_frequency", "volume")
 
 
@@ -109,8 +111,6 @@ def test_phonons_of_a_jax_function_and_of_the_same_ase_calculator_agree():
     for key in PROPERTIES:
         np.testing.assert_allclose(analytic[key], finite[key], rtol=5e-4, atol=5e-4, err_msg=key)
     # the difference is finite-difference truncation: it shrinks as the displacement squared
-    import dataclasses
-
     finer = evaluate_material(_lj_ase(), record, dataclasses.replace(SETTINGS, displacement=0.005))
     for key in ("omega_max", "free_energy"):
         coarse, fine = (np.abs(np.asarray(r[key]) - analytic[key]).max() for r in (finite, finer))
@@ -122,7 +122,7 @@ def test_the_builtin_potential_through_its_calculator_equals_the_native_route(ti
     agree to float32 rounding; the native route's default, analytic, to finite differences."""
     potential = pe.load_potential(tiny_ckpt)
     record = Dataset(BUILTIN_DATASET)["CuAu-L10"]
-    finite = PhononSettings(mesh=(6, 6, 6), temperatures=(0.0, 300.0), band_points=5, fc_method="finite")
+    finite = dataclasses.replace(SETTINGS, fc_method="finite")
     native = evaluate_material(potential, record, finite)
     through_ase = evaluate_material(potential.calculator(), record, finite)
     analytic = evaluate_material(potential, record, SETTINGS)
@@ -220,17 +220,19 @@ def test_emt_by_spec_reproduces_the_emt_records(tmp_path, monkeypatch):
         "free_energy": float(np.abs(at["free_energy"] - at["free_energy_ref"]).mean()),
         "heat_capacity": float(np.abs(at["heat_capacity"] - at["heat_capacity_ref"]).mean()),
     }
-    # the demo potential's MAEs (README): 95.9 K, 7.91 J/K/mol, 2.55 kJ/mol, 0.844 J/K/mol
-    demo = {"omega_max_K": 95.9, "entropy": 7.91, "free_energy": 2.55, "heat_capacity": 0.844}
+    # the demo potential's MAEs (README): 96.0 K, 7.91 J/K/mol, 2.55 kJ/mol, 0.847 J/K/mol
+    demo = {"omega_max_K": 96.0, "entropy": 7.91, "free_energy": 2.55, "heat_capacity": 0.847}
     print("MAE of EMT by spec:", mae)
+    # what is left is the MDR pipeline's own (axis-only 0.01 Å displacements, one symmetrisation
+    # pass) against the records' symfc-projected force constants
     for key, value in mae.items():
-        assert value < 1e-4 * demo[key], (key, value)
-    assert float(ds["band_mae"].max()) < 1e-4
+        assert value < 2e-3 * demo[key], (key, value)
+    assert float(ds["band_mae"].max()) < 2e-3
 
 
 def test_the_python_api_takes_a_calculator_object_a_provider_or_a_path(tiny_ckpt):
     record = Dataset(BUILTIN_DATASET)["Cu-fcc"]
-    settings = PhononSettings(relax=False, mesh=(4, 4, 4), temperatures=(300.0,), band_points=3)
+    settings = PhononSettings.from_protocol("exact", relax=False, mesh=(4, 4, 4), temperatures=(300.0,), band_points=3)
     by_object = pe.evaluate_material(EMT(), record, settings)
     by_spec = pe.evaluate_material(pe.AseCalculator(spec=EMT_SPEC), record, settings)
     assert by_object["omega_max"] == by_spec["omega_max"]

@@ -464,3 +464,55 @@ def test_record_error_survives_pickling(tmp_path):
     back = pickle.loads(pickle.dumps(err))  # as it comes back from a dask worker
     assert (back.file, back.material, back.field) == (err.file, "x", "supercell_matrix")
     assert str(back) == str(err)
+
+
+def test_an_mdr_file_with_nan_energy_reads_without_it_and_is_refused_only_for_energy_training(tmp_path):
+    """The MDR database serves `energy: .nan` for some records (the example record of the public
+    benchmark scripts does): the energy is an optional training target, nothing more."""
+    from finetune.data import phonon_examples
+
+    text = shared_file(MDR).read_text()
+    assert "\nenergy: -43.36303155\n" in text
+    path = tmp_path / "mp-149.yaml"
+    path.write_text(text.replace("\nenergy: -43.36303155\n", "\nenergy: .nan\n"))
+    record = read_record(path)
+    assert "energy" not in record.reference and record.reference["volume"] == pytest.approx(163.41794402694612)
+    assert phonon_examples([record])[0].energy == 0.0
+    with pytest.raises(ValueError, match=r"mp-149\.yaml: material 'mp-149', field 'energy': missing or NaN, but energy_weight > 0"):
+        phonon_examples([record], need_energy=True)
+
+
+def test_a_phonopy_2x_file_without_primitive_matrix_means_its_own_primitive_cell(tmp_path):
+    """phonopy 2.x wrote phonopy_disp.yaml with no `primitive_matrix` and the primitive cell it
+    used (here the 8-atom unit cell, as in phonopy's MgO example). Read as the file means it: the
+    same physics (ω at the commensurate points) per 8-atom cell, so per-mole S is 4 times NaCl's."""
+    import phonopy
+
+    from phonon_eval.phonons import _commensurate_points
+    from phonon_eval.records import RecordWarning
+
+    source = shared_file("data/dft/phonopy-NaCl")
+    folder = tmp_path / "NaCl-2x"
+    folder.mkdir()
+    for name in ("FORCE_SETS", "BORN"):
+        shutil.copy(source / name, folder / name)
+    raw = yaml.safe_load((source / "phonopy_disp.yaml").read_text())
+    del raw["primitive_matrix"]
+    raw["primitive_cell"] = raw["unit_cell"]
+    raw["phonopy"]["version"] = "2.7.1"
+    (folder / "phonopy_disp.yaml").write_text(yaml.safe_dump(raw))
+
+    with pytest.warns(RecordWarning, match=r"no primitive_matrix .* primitive_cell \(8 atoms\); phonopy's 'auto' would build 2"):
+        old = read_record(folder)
+    new = read_record(source)
+    assert old.n_primitive_atoms == 8 and new.n_primitive_atoms == 2
+    phonons = []
+    for record, mesh in ((old, [8, 8, 8]), (new, [16, 16, 16])):
+        ph = record.to_phonopy()
+        ph.run_qpoints(_commensurate_points(ph))
+        ph.run_mesh(mesh)
+        ph.run_thermal_properties(temperatures=[300.0])
+        phonons.append((ph.qpoints.frequencies.max(), ph.thermal_properties.entropy[0]))
+    assert phonons[0][0] == pytest.approx(phonons[1][0], abs=1e-3)
+    assert phonons[0][1] == pytest.approx(4 * phonons[1][1], rel=5e-3)
+    assert isinstance(old.to_phonopy(), phonopy.Phonopy)
