@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from phonopy.structure.atoms import PhonopyAtoms
 
 __all__ = [
-    "FC_SYMMETRIZATIONS",
+    "FC3_SYMMETRIZATIONS",
     "KAPPA_PROTOCOLS",
     "METHODS",
     "PENALTY",
@@ -88,7 +88,7 @@ KAPPA_PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 """Named, versioned κ protocols (version 1): the fields that differ from the defaults."""
 KAPPA_PROTOCOL_VERSION = 1
-FC_SYMMETRIZATIONS = ("matbench", "symfc")
+FC3_SYMMETRIZATIONS = ("matbench", "symfc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +142,8 @@ class KappaSettings(ProtocolSettings):
 
     def __post_init__(self) -> None:
         self._record_overrides()
-        if self.fc_symmetrization not in FC_SYMMETRIZATIONS:
-            raise ValueError(f"fc_symmetrization must be one of {', '.join(FC_SYMMETRIZATIONS)}, got {self.fc_symmetrization!r}")
+        if self.fc_symmetrization not in FC3_SYMMETRIZATIONS:
+            raise ValueError(f"fc_symmetrization must be one of {', '.join(FC3_SYMMETRIZATIONS)}, got {self.fc_symmetrization!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if 300.0 not in self.temperatures:
