@@ -253,8 +253,8 @@ def model_phonopy(
     """Relax the record's unit cell with the model and set the model's force constants.
 
     Returns:
-        phonopy with the record's supercell and primitive matrices (and its NAC parameters where
-        `settings.nac`, as the reference gets them), and facts about how it was made.
+        phonopy with the record's supercell and primitive matrices (and its NAC parameters, as
+        the reference has them), and facts about how it was made.
     """
     t0 = time.perf_counter()
     provider.check_elements(record.unitcell.numbers)  # fail early, naming the unknown element
@@ -275,7 +275,7 @@ def model_phonopy(
         supercell_matrix=record.supercell_matrix,
         primitive_matrix=record.phonopy_primitive_matrix,
     )
-    model.nac_params = record.nac_params if settings.nac else None
+    model.nac_params = record.nac_params  # `compare` applies the protocol's NAC to both sides
     method, n = force_constants(
         provider, model, settings.fc_method, distance=settings.displacement,
         diagonal=settings.diagonal_displacements, remove_drift=settings.remove_drift,

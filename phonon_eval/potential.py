@@ -30,12 +30,28 @@ __all__ = [
     "batched_forces",
     "hessian",
     "chunked",
+    "column_vectors",
     "precision",
+    "unknown_elements",
 ]
 
 
 class UnknownElementError(ValueError):
     """The structure holds an element the potential was not trained on."""
+
+
+def unknown_elements(numbers: np.ndarray, known: tuple[int, ...]) -> str:
+    """The elements among `numbers` that are not in `known`, as "Pt (Z=78), ..." ('' if none)."""
+    unknown = sorted({int(z) for z in np.asarray(numbers)} - {int(z) for z in known})
+    return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+
+
+def column_vectors(columns: list[tuple[int, int]], n_rows: int, dtype) -> np.ndarray:
+    """One-hot vectors (n, n_rows, 3) selecting the Hessian columns (atom, direction)."""
+    vs = np.zeros((len(columns), n_rows, 3), dtype=dtype)
+    for k, (atom, direction) in enumerate(columns):
+        vs[k, atom, direction] = 1.0
+    return vs
 
 
 class EdgeModel(Protocol):
@@ -77,10 +93,9 @@ class Potential(eqx.Module):
         """Species indices of atomic numbers; UnknownElementError names what is missing."""
         lookup = {z: i for i, z in enumerate(self.atomic_numbers)}
         numbers = np.asarray(numbers)
-        unknown = sorted({int(z) for z in numbers} - lookup.keys())
+        unknown = unknown_elements(numbers, self.atomic_numbers)
         if unknown:
-            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
-            raise UnknownElementError(f"the potential does not know {names}")
+            raise UnknownElementError(f"the potential does not know {unknown}")
         return np.array([lookup[int(z)] for z in numbers], dtype=np.int32)
 
     def graph(self, atoms: ase.Atoms, skin: float = 0.0, **pad) -> Graph:
@@ -230,9 +245,7 @@ def hessian_columns(
     One HVP per column, `chunk` of them vectorised per call of one compiled function.
     """
     graph, r, cell = _inputs(potential, atoms, graph)
-    vs = np.zeros((len(columns), graph.n_nodes, 3), dtype=potential.dtype)
-    for k, (atom, direction) in enumerate(columns):
-        vs[k, atom, direction] = 1.0
+    vs = column_vectors(columns, graph.n_nodes, potential.dtype)
     cols = chunked(lambda v: _hvp_batch(potential, graph, r, cell, jnp.asarray(v)), vs, chunk)
     return cols[:, : len(atoms)]
 

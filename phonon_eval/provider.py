@@ -296,12 +296,11 @@ class EnergyFunction(ForceProvider):
     def check_elements(self, numbers: np.ndarray) -> None:
         if self.elements is None:
             return
-        from ase.data import chemical_symbols
+        from phonon_eval.potential import unknown_elements
 
-        unknown = sorted({int(z) for z in np.asarray(numbers)} - set(self.elements))
+        unknown = unknown_elements(numbers, self.elements)
         if unknown:
-            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
-            raise ProviderError(f"{self.name} does not know {names}")
+            raise ProviderError(f"{self.name} does not know {unknown}")
 
     def energy_forces_stress(self, atoms: ase.Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Energy (eV), forces (N, 3) eV/Å and stress (3, 3) eV/Å³ (None unless fully periodic)."""
@@ -336,11 +335,9 @@ class EnergyFunction(ForceProvider):
     def hessian_columns(self, atoms: ase.Atoms, columns: list[tuple[int, int]]) -> np.ndarray:
         import jax.numpy as jnp
 
-        from phonon_eval.potential import chunked, precision
+        from phonon_eval.potential import chunked, column_vectors, precision
 
-        vs = np.zeros((len(columns), len(atoms), 3))
-        for k, (atom, direction) in enumerate(columns):
-            vs[k, atom, direction] = 1.0
+        vs = column_vectors(columns, len(atoms), np.float64)
         with precision(self.dtype):
             energy, params, cell, numbers = self._args(atoms)
             r = jnp.asarray(atoms.positions, cell.dtype)
