@@ -321,7 +321,7 @@ def plot(
     material: Annotated[Optional[str], typer.Option(help="Material id (default: the first that succeeded in the first file).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf, .svg); default: <first results>-<material>.png.")] = None,
 ) -> None:
-    """Band structure (models vs DFT, labelled high-symmetry points) with DOS, from the netCDF alone."""
+    """Band structure (models vs the reference, labelled high-symmetry points) with DOS, from the netCDF alone."""
     import xarray as xr
 
     from phonon_eval.plots import plot_bands

@@ -215,6 +215,8 @@ class KappaMaterial:
         nac_params: phonopy NAC parameters (Born charges of the reference), or None.
         reference: the DFT conductivity, a record whose DFT forces give it, or None (κ only,
             the metrics are NaN).
+        reference_name: what the reference is, for tables and plots (the record's label, or
+            "Matbench Discovery PBE" for the Matbench reference file).
     """
 
     id: str
@@ -225,6 +227,7 @@ class KappaMaterial:
     mesh: tuple[int, int, int] | None = None
     nac_params: dict[str, Any] | None = None
     reference: Conductivity | Record | None = None
+    reference_name: str = "reference"
 
     @classmethod
     def from_record(cls, record: Record) -> KappaMaterial:
@@ -244,6 +247,7 @@ class KappaMaterial:
             primitive_matrix=record.phonopy_primitive_matrix,
             nac_params=record.nac_params,
             reference=record,
+            reference_name=record.reference_name,
         )
 
 
@@ -253,6 +257,8 @@ class KappaMaterial:
 
 # our name -> the names Matbench Discovery files have used for it (k_SRME, then matbench_discovery)
 _ID_KEYS = ("mp_id", "material_id")
+MATBENCH_REFERENCE_NAME = "Matbench Discovery PBE"
+"""The Matbench Discovery κ reference: phono3py on PBE forces (the PhononDB-PBE set, Póta et al.)."""
 _REFERENCE_KEYS = {
     "temperatures": ("temperatures",),
     "kappa": ("kappa_TOT_ave", "kappa_tot_avg"),
@@ -371,6 +377,7 @@ def read_matbench(structures: str | os.PathLike, reference: str | os.PathLike) -
                 primitive_matrix=pmat,
                 mesh=tuple(int(n) for n in np.asarray(mesh).ravel()),
                 reference=references[material],
+                reference_name=MATBENCH_REFERENCE_NAME,
             )
         )
     return materials
@@ -703,6 +710,7 @@ def evaluate_material(
         "status": "ok",
         "error": "",
         "formula": unitcell.symbols.formula.reduce()[0].format("metal"),
+        "reference_name": "" if material.reference is None else material.reference_name,
         "volume": float(unitcell.get_volume()),
         "volume_input": float(material.unitcell.get_volume()),
         "relax_steps": steps,

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from phonon_eval.fanout import Cluster, failed_row
 from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_material
-from phonon_eval.provenance import protocol_caption
+from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file
 
@@ -40,14 +40,15 @@ T = ("temperature",)
 # name -> (dims after `material`, units, long_name, fill for a material without it)
 PER_MATERIAL: dict[str, tuple[tuple[str, ...], str, str, Any]] = {
     "kappa": (T, "W/m-K", "lattice thermal conductivity, mean of the diagonal of the tensor (model)", NAN),
-    "kappa_ref": (T, "W/m-K", "lattice thermal conductivity, mean of the diagonal of the tensor (DFT reference)", NAN),
+    "kappa_ref": (T, "W/m-K", "lattice thermal conductivity, mean of the diagonal of the tensor (reference)", NAN),
     "kappa_tensor": (T + ("i", "j"), "W/m-K", "lattice thermal conductivity tensor (model)", NAN),
-    "kappa_tensor_ref": (T + ("i", "j"), "W/m-K", "lattice thermal conductivity tensor (DFT reference; NaN when the reference gives only the mean)", NAN),
+    "kappa_tensor_ref": (T + ("i", "j"), "W/m-K", "lattice thermal conductivity tensor (reference; NaN when the reference gives only the mean)", NAN),
     "srd": (T, "1", "symmetric relative difference 2 (κ - κ_ref) / (κ + κ_ref); -2 without a model κ", PENALTY["srd"]),
     "sre": (T, "1", "symmetric relative error |SRD|; 2 without a model κ", PENALTY["sre"]),
     "srme": (T, "1", "mode-resolved symmetric relative mean error (Matbench Discovery κ_SRME); 2 without a model κ", PENALTY["srme"]),
     "q_mesh": (("axis",), "1", "q-point sampling mesh", -1),
     "formula": ((), "1", "reduced chemical formula", ""),
+    "reference_name": ((), "1", "what the reference is (the record's label, or Matbench Discovery PBE for its reference file)", ""),
     "n_primitive_atoms": ((), "1", "atoms in the primitive cell", -1),
     "n_supercell_atoms": ((), "1", "atoms in the fc3 supercell", -1),
     "n_fc2_supercells": ((), "1", "displaced fc2 supercells (0: fc2 from the fc3 displacements)", -1),
@@ -74,9 +75,9 @@ PER_QPOINT: dict[str, tuple[tuple[str, ...], str, str]] = {
     "qpoint_coordinates": (("qpoint", "axis"), "1", "irreducible q-point, reduced coordinates of the primitive reciprocal cell"),
     "weight": (("qpoint",), "1", "number of mesh points the q-point stands for"),
     "frequency": (("qpoint", "band"), "THz", "phonon frequency (model)"),
-    "frequency_ref": (("qpoint", "band"), "THz", "phonon frequency (DFT reference; NaN where not given)"),
+    "frequency_ref": (("qpoint", "band"), "THz", "phonon frequency (reference; NaN where not given)"),
     "mode_kappa": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (model)"),
-    "mode_kappa_ref": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (DFT reference; NaN where q-points differ)"),
+    "mode_kappa_ref": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (reference; NaN where q-points differ)"),
 }
 STRINGS = {
     "status": "ok, unstable, symmetry broken or failed",
@@ -146,7 +147,8 @@ def to_dataset(
     ds.attrs.update(
         {
             "Conventions": "CF-1.8",
-            "title": "Lattice thermal conductivity of a potential against DFT (phono3py)",
+            "title": f"Lattice thermal conductivity of a potential against {reference_names(rows)} (phono3py)",
+            "reference_name": reference_names(rows),
             "history": f"{now} pft-eval kappa",
         }
     )
@@ -174,6 +176,8 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
         note = str(ds["note"][k].values)
         row: dict[str, Any] = {"material": str(material), "status": status, "error": error, "note": note}
         for name in PER_MATERIAL:
+            if name not in ds:  # a file written before the variable existed
+                continue
             value = ds[name].values[k]
             row[name] = value.item() if np.ndim(value) == 0 else value
         if count:
@@ -229,7 +233,7 @@ class KappaSummary:
         m = metrics(ds, temperature)
         model = escape(str(ds.attrs.get("model", "model")))
         title = (
-            f"κ of {model} at {temperature:g} K vs DFT ({m['n_ok']} ok, {m['n_unstable']} unstable, "
+            f"κ of {model} at {temperature:g} K vs {escape(str(ds.attrs.get('reference_name', 'reference')))} ({m['n_ok']} ok, {m['n_unstable']} unstable, "
             f"{m['n_symmetry_broken']} symmetry broken, {m['n_failed']} failed)"
         )
         caption = (

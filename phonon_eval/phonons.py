@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import phonopy
 from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
-from phonopy.phonon.band_structure import get_band_qpoints_by_seekpath
+import seekpath
 
 from phonon_eval.force_constants import METHODS, force_constants, resolve_method
 from phonon_eval.provenance import ProtocolSettings
@@ -152,8 +152,40 @@ class PhononSettings(ProtocolSettings):
 
 
 def band_path(phonon: phonopy.Phonopy, points: int) -> tuple[list[np.ndarray], list[str], list[bool]]:
-    """Standard q-path of the primitive cell (seekpath through phonopy), in reduced coordinates."""
-    return get_band_qpoints_by_seekpath(phonon.primitive, points, is_const_interval=True)
+    """Seekpath's standard q-path of phonopy's primitive cell, in that cell's reduced coordinates.
+
+    Seekpath standardises the cell it is given (it may permute, rotate or re-choose the axes), so
+    its `get_path` coordinates belong to its own cell, and phonopy's `get_band_qpoints_by_seekpath`
+    passes them on as if they were phonopy's: right only when the record is in the standard
+    setting. `get_path_orig_cell` maps the points back to the cell phonopy uses. Sampling is
+    phonopy's const-interval one: the longest segment gets `points` q-points, the others as many
+    at the same spacing (at least the two ends).
+
+    Returns:
+        (q-points per segment, end labels in phonopy's LaTeX form, whether each segment
+        continues into the next): what `Phonopy.run_band_structure` takes.
+    """
+    primitive = phonon.primitive
+    found = seekpath.get_path_orig_cell(primitive.totuple(), symprec=phonon.symmetry.tolerance)
+    ends = [(np.asarray(found["point_coords"][a]), np.asarray(found["point_coords"][b])) for a, b in found["path"]]
+    reciprocal = np.linalg.inv(primitive.cell)  # columns: reciprocal vectors without the 2π
+    lengths = [np.linalg.norm(reciprocal @ (b - a)) for a, b in ends]
+    counts = [max(2, int(np.rint(length / max(lengths) * points))) for length in lengths]
+    qpoints = [a + np.outer(np.linspace(0.0, 1.0, n), b - a) for (a, b), n in zip(ends, counts)]
+    pairs = found["path"]
+    connections = [pairs[i][1] == pairs[i + 1][0] for i in range(len(pairs) - 1)] + [False]
+    labels = []
+    for i, (start, end) in enumerate(pairs):
+        labels += [start, end] if i == 0 or not connections[i - 1] else [end]
+    return qpoints, [_latex(label) for label in labels], connections
+
+
+def _latex(label: str) -> str:
+    """Seekpath's point name ('GAMMA', 'X', 'SIGMA_0') as phonopy writes it on a plot."""
+    for greek in ("GAMMA", "SIGMA", "DELTA", "LAMBDA"):
+        if greek in label:
+            return "$" + label.replace(greek, "\\" + greek.capitalize()) + "$"
+    return "$\\mathrm{%s}$" % label
 
 
 def _commensurate_points(phonon: phonopy.Phonopy, convention: str = "primitive") -> np.ndarray:
@@ -316,6 +348,7 @@ def compare(
         "status": "ok",
         "error": "",
         "formula": record.formula,
+        "reference_name": record.reference_name,
         "n_primitive_atoms": record.n_primitive_atoms,
         "n_supercell_atoms": record.n_supercell_atoms,
         "volume": float(model.unitcell.volume),

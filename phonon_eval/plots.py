@@ -35,6 +35,8 @@ def material_slice(ds: xr.Dataset, material: str) -> dict[str, np.ndarray]:
         "dos": ds["dos"].values[d],
         "dos_ref": ds["dos_ref"].values[d],
         "formula": str(ds["formula"][i].values),
+        # files written before the per-material label existed have at most the attribute
+        "reference_name": str(ds["reference_name"][i].values) if "reference_name" in ds else str(ds.attrs.get("reference_name", "reference")),
     }
 
 
@@ -54,9 +56,12 @@ def plot_bands(
     results: xr.Dataset | Sequence[xr.Dataset],
     material: str,
     model_name: str | Sequence[str] = "model",
-    reference_name: str = "reference",
+    reference_name: str | None = None,
 ) -> Figure:
     """Phonon bands along the q-path (one or more models vs the reference) with the DOS beside them.
+
+    The reference's legend entry is `reference_name`, by default the label the results file
+    holds for the material (its record's: "MDR PBE", "DFT", "EMT").
 
     Several results files of the same material (say before and after fine-tuning) are drawn
     over one reference curve; they must share the band path and the reference, else ValueError.
@@ -101,7 +106,7 @@ def plot_bands(
     ax.set_title(f"{material} ({m['formula']})")
     ax.legend(
         [Line2D([], [], **ref_style)] + [Line2D([], [], **style) for style in styles],
-        [reference_name, *names],
+        [reference_name or m["reference_name"], *names],
         loc="lower right",
         frameon=False,
     )

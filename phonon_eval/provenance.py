@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["ProtocolSettings", "protocol_caption", "settings_attrs", "software_versions"]
+__all__ = ["ProtocolSettings", "protocol_caption", "reference_names", "settings_attrs", "software_versions"]
 
 
 class ProtocolSettings:
@@ -92,3 +93,10 @@ def protocol_caption(attrs: dict[str, Any]) -> str:
     overrides = str(attrs.get("setting_overrides", ""))
     text = f"protocol {name} v{attrs.get('setting_protocol_version', '?')}"
     return f"{text}, overridden: {overrides}" if overrides else text
+
+
+def reference_names(rows: Iterable[Mapping[str, Any]]) -> str:
+    """What result rows were compared with: their references' labels, e.g. "MDR PBE" or "DFT, EMT"
+    ("reference" when no row names one)."""
+    names = sorted({str(r["reference_name"]) for r in rows if r.get("reference_name")})
+    return ", ".join(names) or "reference"

@@ -98,6 +98,7 @@ of the unit cell, `nsites`: atoms in the unit cell.
 """
 
 _THERMAL_KEYS = ("free_e", "entropy", "heat_capacity")
+_NOT_DFT = ("lammps", "dftbp")  # phonopy's calculators that are not DFT codes
 _COMPRESSED_SUFFIXES = (".xz", ".lzma", ".gz", ".bz2")
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -145,6 +146,10 @@ class Record:
         source: the file or folder the record was read from.
         fc3_supercell_matrix: (3, 3) int, the phono3py fc3 supercell, or None.
         fc3_dataset: the phono3py fc3 displacement dataset with forces, or None.
+        reference_name: what the reference is, for tables and plots ("MDR PBE", "DFT", "EMT").
+            The readers take a file's top-level `reference_name` key, else "MDR PBE" for an MDR
+            file (it stores `phonon_freq`), else "DFT" with the calculator phonopy's header
+            names, e.g. "DFT (aims)": what phonopy and phono3py files hold by convention.
     """
 
     id: str
@@ -158,6 +163,7 @@ class Record:
     source: Path | None = None
     fc3_supercell_matrix: np.ndarray | None = None
     fc3_dataset: dict[str, Any] | None = None
+    reference_name: str = "reference"
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -201,6 +207,8 @@ class Record:
         if self.nac_params is not None:
             _check_nac(self.nac_params, self.n_primitive_atoms, lambda f, m: self._fail(f, m))
         set_("reference", dict(self.reference))
+        if not isinstance(self.reference_name, str) or not self.reference_name.strip() or "\n" in self.reference_name:
+            self._fail("reference_name", f"must be a one-line non-empty string, got {self.reference_name!r}")
 
     # -- small derived quantities --------------------------------------------------------------
 
@@ -729,6 +737,19 @@ class _Reader:
                 ref[key] = int(ref[key]) if key == "nsites" else float(ref[key])
         return ref
 
+    def reference_name(self, raw: Mapping[str, Any], command: str) -> str:
+        name = raw.get("reference_name")
+        if name is not None:
+            if not isinstance(name, str) or not name.strip() or "\n" in name:
+                self.fail("reference_name", f"must be a one-line non-empty string, got {name!r}")
+            return name.strip()
+        if "phonon_freq" in raw:
+            return "MDR PBE"  # the MDR phonon database (Loew et al. 2025), PBE throughout
+        calculator = (raw.get(command) or {}).get("calculator")
+        if calculator in _NOT_DFT:
+            return str(calculator)
+        return f"DFT ({calculator})" if calculator else "DFT"
+
     def nac(
         self, nac: dict[str, Any] | None, raw: Mapping[str, Any], folder: Path | None, ph: Any
     ) -> dict[str, Any] | None:
@@ -816,6 +837,7 @@ def _read_phonopy(raw: dict[str, Any], path: Path, mid: str, folder: Path | None
         nac_params=nac,
         reference=r.reference(raw, len(ph.primitive)),
         source=folder or path,
+        reference_name=r.reference_name(raw, "phonopy"),
     )
 
 
@@ -920,6 +942,7 @@ def _read_phono3py(raw: dict[str, Any], path: Path, mid: str, folder: Path | Non
         source=folder or path,
         fc3_supercell_matrix=ph3_cells.supercell_matrix,
         fc3_dataset=fc3_dataset,
+        reference_name=r.reference_name(raw, "phono3py"),
     )
 
 
@@ -1074,7 +1097,7 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
     """Write a record as phonopy yaml (phonopy's own writer) plus its reference values.
 
     Force constants are written in phonopy's compact form, the dataset with its forces, then
-    the reference values as MDR-style top-level keys. The file is compressed by its suffix
+    the reference values and `reference_name` as MDR-style top-level keys. The file is compressed by its suffix
     (.xz, .gz, .bz2) and written atomically: a temporary file in the same folder, then a rename.
 
     Args:
@@ -1094,11 +1117,10 @@ def write_record(record: Record, path: str | os.PathLike, header: str | None = N
         ph.force_constants = full_fc_to_compact_fc(ph.primitive, record.force_constants)
     settings = {"force_constants": record.force_constants is not None}
     text = str(ph.to_phonopy_yaml(settings=settings)).rstrip("\n") + "\n"
-    if record.reference:
-        # one flow-style line per key (JSON is valid YAML); floats keep all their digits
-        items = record.reference.items()
-        lines = [f"{k}: {json.dumps(np.asarray(v).tolist())}\n" for k, v in items]
-        text += "\n" + "".join(lines)
+    # one flow-style line per key (JSON is valid YAML); floats keep all their digits
+    items = [*record.reference.items(), ("reference_name", record.reference_name)]
+    lines = [f"{k}: {json.dumps(np.asarray(v).tolist())}\n" for k, v in items]
+    text += "\n" + "".join(lines)
     return write_text(path, text, header)
 
 

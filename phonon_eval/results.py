@@ -25,14 +25,14 @@ from rich.table import Table
 from phonon_eval.datasets import Dataset
 from phonon_eval.fanout import Cluster, failed_row
 from phonon_eval.phonons import PhononSettings, evaluate_material
-from phonon_eval.provenance import protocol_caption
+from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file, write_atomic
 from phonon_eval.units import THZ_TO_K
 
 __all__ = ["Summary", "VARIABLES", "common_materials", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
 
-# name -> (dims after material, units, long_name); `_ref` twins are added for the DFT side
+# name -> (dims after material, units, long_name); `_ref` twins are added for the reference side
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "omega_max": ((), "THz", "maximum phonon frequency over the commensurate q-points"),
     "omega_max_mesh": ((), "THz", "maximum phonon frequency over the q-point mesh"),
@@ -47,6 +47,7 @@ REFERENCE_SUFFIX = "_ref"
 SCALARS: dict[str, tuple[str, str, Any]] = {
     # name -> (units, long_name, fill for a failed material)
     "formula": ("1", "reduced chemical formula", ""),
+    "reference_name": ("1", "what the reference is (the record's label: MDR PBE, DFT, EMT, ...)", ""),
     "n_primitive_atoms": ("1", "atoms in the primitive cell", -1),
     "n_supercell_atoms": ("1", "atoms in the supercell", -1),
     "volume": ("Å^3", "unit-cell volume after relaxation with the model", np.nan),
@@ -85,10 +86,10 @@ def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: 
             for i, r in enumerate(rows):
                 if r["status"] == "ok":
                     arr[i] = r[name + suffix]
-            side = "DFT reference" if suffix else "model"
+            side = "reference" if suffix else "model"
             data[name + suffix] = (("material",) + dims, arr, {"units": units, "long_name": f"{long} ({side})"})
     data["omega_max_K"] = (("material",), data["omega_max"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (model)"})
-    data["omega_max_K_ref"] = (("material",), data["omega_max_ref"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (DFT reference)"})
+    data["omega_max_K_ref"] = (("material",), data["omega_max_ref"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (reference)"})
     for name, (units, long, fill) in SCALARS.items():
         values = [r.get(name, fill) if r["status"] == "ok" else fill for r in rows]
         dtype = object if isinstance(fill, str) else (np.int64 if isinstance(fill, int) else float)
@@ -111,14 +112,14 @@ def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: 
                 f = r["band_frequency" + suffix]
                 freq[start : start + c, : f.shape[1]] = f
             start += c
-        side = "DFT reference" if suffix else "model"
+        side = "reference" if suffix else "model"
         data["band_frequency" + suffix] = (("path_point", "band"), freq, {"units": "THz", "long_name": f"phonon frequency along the band path ({side})"})
     grids = _ragged_field(rows, "dos_frequency")
     dos_counts = np.asarray([len(p) for p in grids], dtype=np.int64)
     data["dos_count"] = (("material",), dos_counts, {"long_name": "number of DOS points of each material", "sample_dimension": "dos_point"})
     data["dos_frequency"] = (("dos_point",), _cat(grids), {"units": "THz", "long_name": "frequency of the DOS grid"})
     data["dos"] = (("dos_point",), _cat(_ragged_field(rows, "dos")), {"units": "1/THz", "long_name": "total phonon DOS per primitive cell (model)"})
-    data["dos_ref"] = (("dos_point",), _cat(_ragged_field(rows, "dos_ref")), {"units": "1/THz", "long_name": "total phonon DOS per primitive cell (DFT reference)"})
+    data["dos_ref"] = (("dos_point",), _cat(_ragged_field(rows, "dos_ref")), {"units": "1/THz", "long_name": "total phonon DOS per primitive cell (reference)"})
 
     ds = xr.Dataset(
         data,
@@ -131,7 +132,8 @@ def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: 
     ds.attrs.update(
         {
             "Conventions": "CF-1.8",
-            "title": "Phonon properties of a potential against DFT (phonopy)",
+            "title": f"Phonon properties of a potential against {reference_names(rows)} (phonopy)",
+            "reference_name": reference_names(rows),
             "history": f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} pft-eval phonons",
         }
     )
@@ -160,6 +162,9 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
         else:
             r: dict[str, Any] = {"material": str(material), "status": "ok", "error": ""}
             for name in _names() + list(SCALARS):
+                if name in SCALARS and name not in ds:  # a file written before the variable existed
+                    r[name] = SCALARS[name][2]
+                    continue
                 value = ds[name][i].values
                 r[name] = value.item() if value.ndim == 0 else np.asarray(value)
             n_bands = 3 * int(r["n_primitive_atoms"])
@@ -246,8 +251,9 @@ class Summary:
         ds = self.dataset
         t = ds.sel(temperature=300.0)
         model = escape(str(ds.attrs.get("model", "model")))
+        reference = escape(str(ds.attrs.get("reference_name", "reference")))
         table = Table(
-            title=f"{model} − reference at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
+            title=f"{model} − {reference} at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
             caption=f"{protocol_caption(ds.attrs)}; ω_max in K, S and C_V in J/K/mol, F in kJ/mol, modes: MAE of the "
             "frequencies at the commensurate q-points and bands: along the q-path, in THz",
         )

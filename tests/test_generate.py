@@ -47,6 +47,7 @@ def test_generated_records_round_trip(generated):
     assert names == ["Cu-fcc.yaml.xz", "CuAu-L10.yaml.xz", "split.json"]
     for path in paths:
         record = read_record(path)
+        assert record.reference_name == "EMT"
         # phonopy's own force constants from the same forces, on a fresh object
         ph = phonopy.Phonopy(
             phonopy_from_ase(record.unitcell),
@@ -184,6 +185,7 @@ def test_kappa_record_is_a_phono3py_record(tmp_path):
     assert main([str(tmp_path), "--kappa"]) == 0
     fresh = read_record(tmp_path / "Cu-fcc.yaml.xz")
     committed = read_record(REPO / "data" / "emt-kappa" / "Cu-fcc.yaml.xz")
+    assert fresh.reference_name == committed.reference_name == "EMT"
     assert fresh.fc3_dataset is not None and len(fresh.fc3_dataset["first_atoms"]) == len(committed.fc3_dataset["first_atoms"])
     np.testing.assert_allclose(fresh.unitcell.cell, committed.unitcell.cell, atol=1e-8)
     assert json.loads((tmp_path / "split.json").read_text()) == {"test": ["Cu-fcc"]}

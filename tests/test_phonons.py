@@ -10,12 +10,13 @@ import numpy as np
 import phonopy
 import pytest
 import xarray as xr
+from phonopy.structure.atoms import PhonopyAtoms
 
 import phonon_eval as pe
 from conftest import shared_file
 from phonon_eval.phonons import PhononSettings, compare, evaluate_material
 from phonon_eval.records import read_record
-from phonon_eval.results import failed_row, metrics, rows_from_dataset, to_dataset, write_atomic
+from phonon_eval.results import Summary, failed_row, metrics, rows_from_dataset, to_dataset, write_atomic
 
 FAST = PhononSettings(mesh=(8, 8, 8), temperatures=(0.0, 100.0, 300.0, 500.0), band_points=11)
 
@@ -125,6 +126,13 @@ def test_results_round_trip_through_netcdf(tmp_path, si_record):
     assert "Og" in str(back["error"].values[1])
     m = metrics(back)
     assert m["n_ok"] == 1 and m["n_failed"] == 1 and m["entropy"] == 0.0
+    # what the reference is, from the record, in the file, the table and the figure
+    assert back.attrs["reference_name"] == "MDR PBE" and list(back["reference_name"].values) == ["MDR PBE", ""]
+    assert "m.ckpt − MDR PBE at 300 K" in Summary(back).table().title
+    from phonon_eval.plots import plot_bands
+
+    legend = plot_bands(back, si_record.id).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["MDR PBE", "model"]
 
 
 def test_aggregates_over_the_common_set_say_what_they_were_taken_over():
@@ -177,3 +185,58 @@ def test_stability_counts_gamma_which_the_shifted_mesh_never_samples():
         row = compare(ph, record.to_phonopy(), record, settings)
         assert row["gamma_acoustic"] == pytest.approx(-imaginary, rel=1e-3) and row["stable_ref"]
         assert (row["min_frequency"] > 0) == stable and row["stable"] == stable
+
+
+def _in_another_setting(ph: phonopy.Phonopy, order: list[int], rotation: np.ndarray) -> phonopy.Phonopy:
+    """The same crystal with its axes in `order` and its Cartesian frame rotated, with the force
+    constants carried over atom by atom (fc' = R fc Rᵀ between the same atoms)."""
+    perm = np.eye(3)[order]
+    unit = ph.unitcell
+    cell = PhonopyAtoms(
+        symbols=unit.symbols, cell=perm @ unit.cell @ rotation.T, scaled_positions=unit.scaled_positions @ perm.T
+    )
+    other = phonopy.Phonopy(
+        cell, supercell_matrix=perm @ ph.supercell_matrix @ perm.T, primitive_matrix=perm @ ph.primitive_matrix @ perm.T
+    )
+    old, new = ph.supercell, other.supercell
+    back = np.linalg.solve(old.cell.T, (new.positions @ rotation).T).T  # old reduced coordinates
+    d = back[:, None] - old.scaled_positions[None]
+    match = np.argmin(np.linalg.norm((d - np.rint(d)) @ old.cell, axis=-1), axis=1)
+    assert sorted(match) == list(range(len(match)))
+    fc = np.asarray(ph.force_constants)[np.ix_(match, match)]
+    other.force_constants = np.einsum("ab,ijbc,dc->ijad", rotation, fc, rotation)
+    return other
+
+
+@pytest.mark.parametrize(("material", "order"), [("phonopy-MgB2", [2, 0, 1]), ("CuAu-L10", [1, 2, 0])])
+def test_band_path_is_the_same_in_a_non_standard_setting(material, order):
+    """A hexagonal (DFT) and a tetragonal crystal with their unique axis moved from c and the
+    frame rotated: the band path has the same labels, lengths and frequencies as in the standard
+    setting. Seekpath's standard-cell coordinates read in the record's cell (what phonopy's
+    `get_band_qpoints_by_seekpath` does) give other frequencies."""
+    from phonopy.phonon.band_structure import get_band_qpoints_by_seekpath
+    from scipy.spatial.transform import Rotation
+
+    from phonon_eval.datasets import Dataset
+    from phonon_eval.phonons import band_path
+
+    if material.startswith("phonopy"):
+        ph = read_record(shared_file(f"data/dft/{material}")).to_phonopy()
+    else:
+        ph = Dataset(Path(__file__).resolve().parents[1] / "data" / "emt")[material].to_phonopy()
+    other = _in_another_setting(ph, order, Rotation.from_euler("zyx", [20, 35, -50], degrees=True).as_matrix())
+    bands = {}
+    for name, phonon in (("standard", ph), ("other", other)):
+        qpoints, labels, connections = path = band_path(phonon, 21)
+        phonon.run_band_structure(qpoints, path_connections=connections, labels=labels)
+        bands[name] = (path, np.concatenate(phonon.band_structure.distances), np.concatenate(phonon.band_structure.frequencies))
+    (path, distance, frequency), (other_path, other_distance, other_frequency) = bands["standard"], bands["other"]
+    assert other_path[1] == path[1] and other_path[2] == path[2] and "$\\Gamma$" in path[1]
+    np.testing.assert_allclose(other_distance, distance, atol=1e-10)
+    np.testing.assert_allclose(other_frequency, frequency, atol=1e-6)
+    assert np.abs(np.concatenate(other_path[0]) - np.concatenate(path[0])).max() > 0.1  # not the same coordinates
+
+    qpoints, labels, connections = get_band_qpoints_by_seekpath(other.primitive, 21, is_const_interval=True)
+    other.run_band_structure(qpoints, path_connections=connections, labels=labels)
+    wrong = np.concatenate(other.band_structure.frequencies)
+    assert wrong.shape != frequency.shape or np.abs(wrong - frequency).max() > 0.1

@@ -247,6 +247,27 @@ def test_write_record_round_trip(nacl_fc, tmp_path):
     for a, b in zip(back.dataset["first_atoms"], record.dataset["first_atoms"]):
         np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-15)
     assert back.reference == {"energy": -1.5}
+    assert record.reference_name == back.reference_name == "DFT"
+
+
+def test_records_say_what_their_reference_is(nacl_params, tmp_path):
+    """MDR files by their own keys, generated data by the label the generator writes, phonopy
+    files by the calculator phonopy's header names (DFT by convention), any file by its own
+    `reference_name`; a bad label names the field."""
+    assert read_record(shared_file(MDR)).reference_name == "MDR PBE"
+    assert read_record(shared_file("data/dft/phonopy-MgB2")).reference_name == "DFT"
+    assert read_record(shared_file("data/dft/phono3py-Si-PBE")).reference_name == "DFT"
+    repo = Path(__file__).resolve().parents[1]
+    assert read_record(repo / "data" / "emt" / "Cu-fcc.yaml.xz").reference_name == "EMT"
+    assert read_record(repo / "data" / "emt-kappa" / "Cu-fcc.yaml.xz").reference_name == "EMT"
+    raw = yaml.safe_load(nacl_params.read_text())
+    for extra, name in (({"phonopy": {**raw["phonopy"], "calculator": "aims"}}, "DFT (aims)"), ({"reference_name": " PBEsol (VASP) "}, "PBEsol (VASP)")):
+        path = tmp_path / "NaCl.yaml"
+        path.write_text(yaml.safe_dump({**raw, **extra}))
+        assert read_record(path).reference_name == name
+    path.write_text(yaml.safe_dump({**raw, "reference_name": ["PBE"]}))
+    with pytest.raises(RecordError, match="NaCl.yaml: material 'NaCl', field 'reference_name': must be a one-line"):
+        read_record(path)
 
 
 # --------------------------------------------------------------------------------------------
