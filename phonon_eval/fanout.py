@@ -1,9 +1,9 @@
 """Per-material fan-out: in this process, or on a dask.distributed cluster, with the same results.
 
 The evaluators run one pure function per material, `evaluate(model, material) -> row`. This
-module runs it over many materials and streams the rows into a results file: after every
-finished material the whole file is rewritten atomically in the input order, so a crash loses
-only the materials in flight and `resume=True` skips what the file holds, whoever computed it.
+module runs it over many materials and hands each row, as it finishes, to a `save` function
+(`phonon_eval.store` writes it to disk at once), so a crash loses only the materials in flight
+and a resumed run skips what was saved, whoever computed it.
 
 On Dask the model (a force provider) reaches each worker once (a task result that Dask copies
 to the workers and recomputes if all holders die), so whatever it builds there, compiled JAX
@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
-import xarray as xr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -75,12 +75,16 @@ class Cluster:
         return "in process" if self.in_process else f"local dask cluster, {self.workers} workers"
 
 
-def worker_environment(workers: int, cores: int | None = None) -> dict[str, str]:
-    """Thread settings so that `workers` processes share the cores without oversubscribing them.
+def worker_environment(workers: int, cores: int | None = None, compile_cache: str | os.PathLike | None = None) -> dict[str, str]:
+    """Settings so that `workers` processes share a host without oversubscribing it.
 
     Each worker gets cores // workers BLAS/OpenMP threads (PyTorch takes its thread count from
     OMP_NUM_THREADS too); with one core each, XLA's CPU thread pool is switched off as well (it
-    would otherwise start a thread per core in every worker).
+    would otherwise start a thread per core in every worker). On a GPU no worker preallocates
+    75 % of its device (JAX's default), since each has a device of its own (`devices.OneDevicePerWorker`).
+    With `compile_cache`, JAX's persistent compilation cache is that folder for every worker, and
+    every program goes in it: a shape one worker has compiled, the others load instead of
+    compiling it again.
     """
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // workers)
@@ -90,6 +94,11 @@ def worker_environment(workers: int, cores: int | None = None) -> dict[str, str]
         flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     if flags:
         env["XLA_FLAGS"] = flags
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    if compile_cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(compile_cache)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env
 
 
@@ -117,17 +126,20 @@ def _client(cluster: Cluster) -> Iterator[Any]:
         with Client(scheduler_file=str(cluster.scheduler_file)) as client:
             yield client
         return
-    # a material whose worker dies is retried once, then KilledWorker: recorded as failed
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        local = LocalCluster(
-            n_workers=cluster.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=worker_environment(cluster.workers),
-        )
-        with local, Client(local) as client:
-            yield client
+    # the workers share compiled programs through a cache the run owns (or the user's own)
+    own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="pft-jax-cache-") as cache:
+        env = worker_environment(cluster.workers, compile_cache=own or cache)
+        # a material whose worker dies is retried once, then KilledWorker: recorded as failed
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            local = LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+            with local, Client(local) as client:
+                from phonon_eval.devices import OneDevicePerWorker, gpu_ids
+
+                devices = gpu_ids()
+                if devices:
+                    client.register_plugin(OneDevicePerWorker(devices))
+                yield client
 
 
 def run_materials(
@@ -135,42 +147,31 @@ def run_materials(
     ids: Sequence[str],
     evaluate: Evaluate,
     model: Any,
-    save: Callable[[list[Row]], xr.Dataset],
+    save: Callable[[Row], None],
     *,
-    done: Sequence[Row] = (),
+    done: Collection[str] = (),
     cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
-) -> xr.Dataset:
-    """Evaluate every material of `ids` not already in `done`, saving after each one.
+) -> int:
+    """Evaluate every material of `ids` not in `done`, handing each row to `save` as it finishes.
 
     Args:
         name: what is computed, for the progress bar ("phonons", "kappa").
-        ids: material ids in the order of the results.
+        ids: material ids.
         evaluate: the per-material function.
         model: its first argument (sent to each worker once).
-        save: writes the rows (in `ids` order) atomically and returns the Dataset.
-        done: rows of materials already evaluated (resume).
+        save: stores one row (atomically); rows are not kept here, so memory stays flat.
+        done: materials already evaluated (resume).
         cluster: where to run.
         progress: show a rich progress bar on `console`.
 
     Returns:
-        The Dataset of the last save.
+        How many materials were evaluated.
     """
-    order = {m: k for k, m in enumerate(ids)}
-    rows = [r for r in done if r["material"] in order]
-    finished = {r["material"] for r in rows}
+    finished = set(done) & set(ids)
     todo = [m for m in ids if m not in finished]
-
-    def save_in_order() -> xr.Dataset:
-        return save(sorted(rows, key=lambda r: order[r["material"]]))
-
-    def add(row: Row) -> xr.Dataset:
-        rows.append(row)
-        return save_in_order()
-
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    ds = None
     with Progress(*columns, console=console, disable=not progress) as bar:
         task = bar.add_task(name, total=len(ids), completed=len(finished))
 
@@ -180,11 +181,11 @@ def run_materials(
         if cluster.in_process:
             for material in todo:
                 bar.update(task, description=f"{name}: {material}")
-                ds = add(_evaluate_one(evaluate, model, material))
+                save(_evaluate_one(evaluate, model, material))
                 bar.advance(task)
         elif todo:
-            ds = _run_on_dask(name, todo, evaluate, model, cluster, add, tick)
-    return ds if ds is not None else save_in_order()
+            _run_on_dask(name, todo, evaluate, model, cluster, save, tick)
+    return len(todo)
 
 
 def _run_on_dask(
@@ -193,12 +194,11 @@ def _run_on_dask(
     evaluate: Evaluate,
     model: Any,
     cluster: Cluster,
-    add: Callable[[Row], xr.Dataset],
+    save: Callable[[Row], None],
     tick: Callable[[str], None],
-) -> xr.Dataset | None:
+) -> None:
     from distributed import as_completed
 
-    ds = None
     with _client(cluster) as client:
         # a task, not scattered data: if every worker holding it dies, Dask recomputes it
         remote = client.submit(_same, model, key=f"model-{uuid.uuid4().hex}", pure=False)
@@ -225,7 +225,6 @@ def _run_on_dask(
                 row = future.result()
             except Exception as err:  # KilledWorker after the retry, or a lost connection
                 row = failed_row(material, f"{type(err).__name__}: {err}")
-            ds = add(row)
+            save(row)
             tick(material)
             fill()
-    return ds

@@ -7,8 +7,8 @@ consecutive q-points per material (`sample_dimension` attribute). Bands beyond a
 3·n_primitive are NaN. Materials without a model κ carry the Matbench penalty (SRME = SRE = 2,
 SRD = -2) and no mode data.
 
-`run_kappa` evaluates materials one by one and rewrites the results file atomically after each,
-so a crash loses at most the material in flight and `resume=True` skips what the file holds.
+`run_kappa` evaluates materials one by one through `phonon_eval.runner`: each is written as it
+finishes, a crash loses at most the material in flight, and `resume=True` skips what is saved.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_ma
 from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file
+from phonon_eval.tables import WORST, shown_rows
 
 __all__ = ["PER_MATERIAL", "PER_QPOINT", "KappaSummary", "metrics", "rows_from_dataset", "run_kappa", "to_dataset"]
 
@@ -147,8 +148,7 @@ def to_dataset(
     ds.attrs.update(
         {
             "Conventions": "CF-1.8",
-            "title": f"Lattice thermal conductivity of a potential against {reference_names(rows)} (phono3py)",
-            "reference_name": reference_names(rows),
+            "title": "Lattice thermal conductivity of a potential against a reference (phono3py)",
             "history": f"{now} pft-eval kappa",
         }
     )
@@ -226,14 +226,17 @@ class KappaSummary:
 
     dataset: xr.Dataset
 
-    def table(self, temperature: float = 300.0) -> Table:
-        """Per-material κ and errors at `temperature`, reasons for the rest, and the means."""
+    def table(self, temperature: float = 300.0, limit: int | None = WORST) -> Table:
+        """Per-material κ and errors at `temperature`, reasons for the rest, and the means.
+
+        With `limit`, a run of more than 2·limit materials shows the `limit` worst by SRME and at
+        most `limit` of the others (None: every material)."""
         ds = self.dataset
         at = ds.sel(temperature=temperature)
         m = metrics(ds, temperature)
         model = escape(str(ds.attrs.get("model", "model")))
         title = (
-            f"κ of {model} at {temperature:g} K vs {escape(str(ds.attrs.get('reference_name', 'reference')))} ({m['n_ok']} ok, {m['n_unstable']} unstable, "
+            f"κ of {model} at {temperature:g} K vs {escape(reference_names(ds))} ({m['n_ok']} ok, {m['n_unstable']} unstable, "
             f"{m['n_symmetry_broken']} symmetry broken, {m['n_failed']} failed)"
         )
         caption = (
@@ -244,14 +247,18 @@ class KappaSummary:
         for col in ["material", "κ", "κ_ref", "SRD", "SRE", "SRME", "note"]:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
         colour = {"unstable": "yellow", "symmetry broken": "yellow", "failed": "red"}
-        for k, material in enumerate(ds["material"].values):
-            status = str(ds["status"][k].values)
+        ids = ds["material"].values
+        shown, hidden = shown_rows(ds["status"].values == "ok", at["srme"].values, limit)
+        for k in shown:
+            material, status = ids[k], str(ds["status"][k].values)
             note = escape(str(ds["note"][k].values if status == "ok" else ds["error"][k].values))
             if status != "ok":
                 note = f"[{colour[status]}]{status}: {note}"
             cells = [float(at[v][k]) for v in ("kappa", "kappa_ref", "srd", "sre", "srme")]
             formats = ["{:.2f}", "{:.2f}", "{:+.3f}", "{:.3f}", "{:.3f}"]
             table.add_row(str(material), *("" if np.isnan(c) else f.format(c) for f, c in zip(formats, cells)), note)
+        if hidden:
+            table.add_row(f"[dim]… {hidden} more (--table full)", "", "", "", "", "", "")
         table.add_section()
         table.add_row("[bold]mean", "", "", f"{m['srd']:+.3f}", f"{m['sre']:.3f}", f"{m['srme']:.3f}", "")
         return table
@@ -271,12 +278,14 @@ def run_kappa(
     out: str | os.PathLike,
     *,
     resume: bool = False,
+    retry_failed: bool = False,
     cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> KappaSummary:
-    """Evaluate the materials `ids`, in process or on Dask, rewriting `out` after each one.
+    """Evaluate the materials `ids`, in process or on Dask, each written as it finishes and all
+    merged into `out` at the end (`phonon_eval.runner`).
 
     Args:
         model: a checkpoint path, `Potential`, ASE calculator or `ForceProvider`.
@@ -284,8 +293,10 @@ def run_kappa(
             picklable to run on Dask.
         ids: material ids, in the order of the results.
         settings: the protocol.
-        out: results netCDF, rewritten atomically after every material.
-        resume: keep the materials of `ids` already in `out` and evaluate only the rest.
+        out: results netCDF (written atomically; parts in `<out>.parts/` while running).
+        resume: keep the materials of `ids` already in `out` or its parts and evaluate only the
+            rest; refused (ResumeError) if they were made with another model or settings.
+        retry_failed: with `resume`, evaluate the failed materials again.
         cluster: where the materials run (`phonon_eval.fanout.Cluster`).
         progress: show a progress bar on `console`.
         attrs: global attributes to add (inputs).
@@ -295,7 +306,7 @@ def run_kappa(
     """
     evaluate = functools.partial(_kappa_row, load, settings)
     ds = run_to_file(
-        "kappa", ids, evaluate, as_provider(model), settings, out, to_dataset, rows_from_dataset,
-        resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
+        "kappa", ids, evaluate, as_provider(model), settings, out, to_dataset,
+        resume=resume, retry_failed=retry_failed, cluster=cluster, progress=progress, console=console, attrs=attrs,
     )
     return KappaSummary(ds)

@@ -25,18 +25,22 @@ def material_slice(ds: xr.Dataset, material: str) -> dict[str, np.ndarray]:
     p = slice(p0, p0 + int(ds["path_count"][i]))
     d = slice(d0, d0 + int(ds["dos_count"][i]))
     n_bands = 3 * int(ds["n_primitive_atoms"][i])
+
+    def cut(name: str, where: slice, bands: bool = False) -> np.ndarray:
+        # slice before reading: a lazily opened file then reads this material only
+        return ds[name][where, :n_bands].values if bands else ds[name][where].values
+
     return {
-        "distance": ds["band_distance"].values[p],
-        "segment": ds["band_segment"].values[p],
-        "label": ds["band_label"].values[p],
-        "frequency": ds["band_frequency"].values[p, :n_bands],
-        "frequency_ref": ds["band_frequency_ref"].values[p, :n_bands],
-        "dos_frequency": ds["dos_frequency"].values[d],
-        "dos": ds["dos"].values[d],
-        "dos_ref": ds["dos_ref"].values[d],
+        "distance": cut("band_distance", p),
+        "segment": cut("band_segment", p),
+        "label": cut("band_label", p),
+        "frequency": cut("band_frequency", p, True),
+        "frequency_ref": cut("band_frequency_ref", p, True),
+        "dos_frequency": cut("dos_frequency", d),
+        "dos": cut("dos", d),
+        "dos_ref": cut("dos_ref", d),
         "formula": str(ds["formula"][i].values),
-        # files written before the per-material label existed have at most the attribute
-        "reference_name": str(ds["reference_name"][i].values) if "reference_name" in ds else str(ds.attrs.get("reference_name", "reference")),
+        "reference_name": str(ds["reference_name"][i].values) if "reference_name" in ds else "reference",
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,8 +94,8 @@ def protocol_caption(attrs: dict[str, Any]) -> str:
     return f"{text}, overridden: {overrides}" if overrides else text
 
 
-def reference_names(rows: Iterable[Mapping[str, Any]]) -> str:
-    """What result rows were compared with: their references' labels, e.g. "MDR PBE" or "DFT, EMT"
-    ("reference" when no row names one)."""
-    names = sorted({str(r["reference_name"]) for r in rows if r.get("reference_name")})
-    return ", ".join(names) or "reference"
+def reference_names(results: Any) -> str:
+    """What a results Dataset was compared with: the labels of its materials' references, e.g.
+    "MDR PBE" or "DFT, EMT" ("reference" when none is named, as in files older than the label)."""
+    names = results["reference_name"].values if "reference_name" in results else []
+    return ", ".join(sorted({str(n) for n in names if n})) or "reference"

@@ -28,6 +28,7 @@ from phonon_eval.phonons import PhononSettings, evaluate_material
 from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file, write_atomic
+from phonon_eval.tables import WORST, shown_rows
 from phonon_eval.units import THZ_TO_K
 
 __all__ = ["Summary", "VARIABLES", "common_materials", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
@@ -132,8 +133,7 @@ def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: 
     ds.attrs.update(
         {
             "Conventions": "CF-1.8",
-            "title": f"Phonon properties of a potential against {reference_names(rows)} (phonopy)",
-            "reference_name": reference_names(rows),
+            "title": "Phonon properties of a potential against a reference (phonopy)",
             "history": f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} pft-eval phonons",
         }
     )
@@ -246,12 +246,15 @@ class Summary:
     def n_failed(self) -> int:
         return int((self.dataset["status"] != "ok").sum())
 
-    def table(self) -> Table:
-        """Per-material errors at 300 K, failures with their reasons, and the MAE row."""
+    def table(self, limit: int | None = WORST) -> Table:
+        """Per-material errors at 300 K, failures with their reasons, and the MAE row.
+
+        With `limit`, a run of more than 2·limit materials shows the `limit` worst by mode MAE
+        and at most `limit` failed ones (None: every material)."""
         ds = self.dataset
         t = ds.sel(temperature=300.0)
         model = escape(str(ds.attrs.get("model", "model")))
-        reference = escape(str(ds.attrs.get("reference_name", "reference")))
+        reference = escape(reference_names(ds))
         table = Table(
             title=f"{model} − {reference} at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
             caption=f"{protocol_caption(ds.attrs)}; ω_max in K, S and C_V in J/K/mol, F in kJ/mol, modes: MAE of the "
@@ -259,7 +262,10 @@ class Summary:
         )
         for col in ["material", "ω_max", "S", "F", "C_V", "modes", "bands", "note"]:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
-        for i, m in enumerate(ds["material"].values):
+        ids = ds["material"].values
+        shown, hidden = shown_rows(ds["status"].values == "ok", ds["mode_mae"].values, limit)
+        for i in shown:
+            m = ids[i]
             if ds["status"][i] != "ok":
                 table.add_row(str(m), "", "", "", "", "", "", f"[red]failed: {escape(str(ds['error'][i].values))}")
                 continue
@@ -273,6 +279,8 @@ class Summary:
                 f"{float(ds['band_mae'][i]):.3f}",
                 "" if bool(ds["stable"][i]) else "[yellow]unstable",
             )
+        if hidden:
+            table.add_row(f"[dim]… {hidden} more (--table full)", "", "", "", "", "", "", "")
         m = metrics(ds)
         if m:
             table.add_section()
@@ -301,13 +309,16 @@ def run_phonons(
     out: str | os.PathLike,
     *,
     resume: bool = False,
+    retry_failed: bool = False,
     cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> Summary:
     """Evaluate `ids` of `data` with `model` (anything `as_provider` takes), in process or on
-    Dask, rewriting `out` after each material.
+    Dask, each material written as it finishes and all merged into `out` at the end; `resume`
+    keeps what `out` or its parts hold (same model and settings, else ResumeError) and
+    `retry_failed` evaluates the failed materials again.
 
     The file records the protocol, every setting, which of them override the protocol, and the
     force-constant method used ("auto" resolved for the model: `fc_method_used`).
@@ -319,7 +330,7 @@ def run_phonons(
     attrs = {"fc_method_used": settings.method_for(provider), **(attrs or {})}
     evaluate = functools.partial(_phonon_row, data, settings)
     ds = run_to_file(
-        "phonons", ids, evaluate, provider, settings, out, to_dataset, rows_from_dataset,
-        resume=resume, cluster=cluster, progress=progress, console=console, attrs=attrs,
+        "phonons", ids, evaluate, provider, settings, out, to_dataset,
+        resume=resume, retry_failed=retry_failed, cluster=cluster, progress=progress, console=console, attrs=attrs,
     )
     return Summary(ds)

@@ -1,15 +1,17 @@
 """Run an evaluator over many materials into one results file: failures recorded, resumable.
 
-After every material the whole results file is rewritten atomically, so a crash loses at most
-the materials in flight, and `resume=True` skips what the file already holds. Materials run in
-process or on a Dask cluster (`phonon_eval.fanout`) with the same results. This module knows no
-results schema: each format (phonons, κ) brings its writer and reader.
+Each finished material is written at once as its own part (`phonon_eval.store`), and the parts
+are merged into the results file at the end, so a crash loses at most the materials in flight,
+nothing is rewritten as the run grows, and memory stays flat in the number of materials.
+`resume=True` skips what the file and the parts hold, after checking that they were made with
+the same model and settings; `retry_failed=True` evaluates the failed materials again.
+Materials run in process or on a Dask cluster (`phonon_eval.fanout`) with the same results.
+This module knows no results schema: each format (phonons, κ) brings its writer.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import xarray as xr
@@ -18,8 +20,9 @@ from rich.console import Console
 from phonon_eval.fanout import Cluster, Evaluate, run_materials
 from phonon_eval.provenance import software_versions
 from phonon_eval.provider import ForceProvider
+from phonon_eval.store import ResultsStore, write_atomic
 
-__all__ = ["run_to_file"]
+__all__ = ["run_to_file", "write_atomic"]
 
 
 def run_to_file(
@@ -30,9 +33,9 @@ def run_to_file(
     settings: Any,
     out: str | os.PathLike,
     to_dataset: Callable[..., xr.Dataset],
-    rows_from_dataset: Callable[[xr.Dataset], list[dict[str, Any]]],
     *,
     resume: bool = False,
+    retry_failed: bool = False,
     cluster: Cluster = Cluster(),
     progress: bool = True,
     console: Console | None = None,
@@ -40,30 +43,36 @@ def run_to_file(
 ) -> xr.Dataset:
     """`run_materials` into a results netCDF of one format, resumable.
 
-    `settings` gives `temperatures` and `as_attrs()`; `to_dataset(rows, temperatures, attrs)` and
-    `rows_from_dataset(ds)` are the format's writer and reader. The file's attributes say what
-    was evaluated (`provider.provenance()`), with which settings and software.
+    `settings` gives `temperatures` and `as_attrs()`; `to_dataset(rows, temperatures, attrs)` is
+    the format's writer. The file's attributes say what was evaluated (`provider.provenance()`),
+    with which settings and software.
+
+    Returns:
+        The per-material variables of the results file (what tables and aggregates need, small
+        however many materials); open the file for the band paths, DOS and mode data.
+
+    Raises:
+        store.ResumeError: resuming a file made with another model or other settings.
     """
-    out = Path(out)
-    done = rows_from_dataset(xr.load_dataset(out)) if resume and out.is_file() else []
+    store = ResultsStore(out)
     all_attrs = {
         "source": "; ".join(f"{k} {v}" for k, v in software_versions().items()),
         **provider.provenance(),
         **settings.as_attrs(),
         **(attrs or {}),
     }
+    if resume:
+        store.check(all_attrs)
+        done = [m for m, status in store.statuses().items() if not (retry_failed and status == "failed")]
+    else:
+        store.clear()
+        done = []
 
-    def save(rows: list[dict[str, Any]]) -> xr.Dataset:
-        ds = to_dataset(rows, settings.temperatures, all_attrs)
-        write_atomic(ds, out)
-        return ds
+    def save(row: dict[str, Any]) -> None:
+        store.add(to_dataset([row], settings.temperatures, all_attrs))
 
-    return run_materials(name, ids, evaluate, provider, save, done=done, cluster=cluster, progress=progress, console=console)
-
-
-def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write netCDF through a temporary file in the same folder, then rename."""
-    from phonon_eval.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
+    run_materials(name, ids, evaluate, provider, save, done=done, cluster=cluster, progress=progress, console=console)
+    store.merge(ids, to_dataset([], settings.temperatures, all_attrs), keep_out=resume)
+    # loaded and closed: a file left open here would be stale once a later run replaces it
+    with xr.open_dataset(store.out) as ds:
+        return ds.drop_vars([v for v in ds.data_vars if "material" not in ds[v].dims]).load()

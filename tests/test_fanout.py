@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 import phonon_eval as pe
 from cli.eval import BUILTIN_DATASET, app
 from phonon_eval.datasets import Dataset
-from phonon_eval.fanout import Cluster, run_materials, worker_environment
+from phonon_eval.fanout import Cluster, worker_environment
 from phonon_eval.phonons import PhononSettings
-from phonon_eval.results import rows_from_dataset, to_dataset, write_atomic
-from phonon_eval.results import _phonon_row
+from phonon_eval.results import _phonon_row, rows_from_dataset, run_phonons, to_dataset, write_atomic
+from phonon_eval.runner import run_to_file
+from phonon_eval.store import ResultsStore
 
 runner = CliRunner()
 FAST = ["--no-relax", "--mesh", "4", "--temperatures", "0,300", "--band-points", "5", "--no-progress"]
@@ -80,13 +81,8 @@ def test_a_killed_worker_is_recorded_and_the_others_finish(serial, tiny_ckpt, tm
     out = tmp_path / "killed.nc"
     potential = pe.load_potential(tiny_ckpt)
     evaluate = functools.partial(kill_on, "Cu3Au-L12", functools.partial(_phonon_row, Dataset(BUILTIN_DATASET), SETTINGS))
-
-    def save(rows):
-        ds = to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs))
-        write_atomic(ds, out)
-        return ds
-
-    ds = run_materials("phonons", IDS, evaluate, potential, save, cluster=Cluster(workers=2), progress=False)
+    run_to_file("phonons", IDS, evaluate, pe.as_provider(potential), SETTINGS, out, to_dataset, cluster=Cluster(workers=2), progress=False)
+    ds = xr.load_dataset(out)
     assert list(ds["material"].values) == IDS
     killed = ds.sel(material="Cu3Au-L12")
     assert str(killed["status"].values) == "failed" and "KilledWorker" in str(killed["error"].values)
@@ -96,26 +92,24 @@ def test_a_killed_worker_is_recorded_and_the_others_finish(serial, tiny_ckpt, tm
         rows = [r for r in rows_from_dataset(ds) if r["material"] in others]
         return without_timing(to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs)))
 
-    xr.testing.assert_identical(subset(xr.load_dataset(out)), subset(serial))
+    xr.testing.assert_identical(subset(ds), subset(serial))
 
 
-def test_resume_works_whoever_computed_the_rows(serial, tiny_ckpt, tmp_path):
-    """A file begun in process is finished by workers: only the missing materials run."""
+def test_resume_works_whoever_computed_the_rows(serial, tiny_ckpt, tmp_path, monkeypatch):
+    """A file begun in process is finished by workers: only the missing materials run, and the
+    file is the one-go run's."""
     out = tmp_path / "r.nc"
     first = [r for r in rows_from_dataset(serial) if r["material"] in ("Cu-fcc", "CuAu-L10")]
     write_atomic(to_dataset(first, SETTINGS.temperatures, dict(serial.attrs)), out)
-    seen = []
-    evaluate = functools.partial(_phonon_row, Dataset(BUILTIN_DATASET), SETTINGS)
-
-    def save(rows):
-        seen.append([r["material"] for r in rows])
-        return to_dataset(rows, SETTINGS.temperatures, dict(serial.attrs))
-
-    done = rows_from_dataset(xr.load_dataset(out))
-    potential = pe.load_potential(tiny_ckpt)
-    ds = run_materials("phonons", IDS, evaluate, potential, save, done=done, cluster=Cluster(workers=2), progress=False)
-    assert len(seen) == 2 and seen[-1] == IDS  # two new materials, saved in the input order
-    xr.testing.assert_identical(without_timing(ds), without_timing(serial))
+    added = []
+    real = ResultsStore.add
+    monkeypatch.setattr(ResultsStore, "add", lambda self, ds: (added.append(str(ds["material"].values[0])), real(self, ds)))
+    run_phonons(
+        tiny_ckpt, Dataset(BUILTIN_DATASET), IDS, SETTINGS, out, resume=True, cluster=Cluster(workers=2), progress=False,
+        attrs={k: serial.attrs[k] for k in ("dataset", "split")},
+    )
+    assert sorted(added) == ["Cu3Au-L12", "Pt-fcc"]  # two new materials
+    xr.testing.assert_identical(without_timing(xr.load_dataset(out)), without_timing(serial))
 
 
 def test_cluster_settings_are_checked():
@@ -181,3 +175,45 @@ def test_a_calculator_provider_pickles_its_spec_not_its_calculator():
     copy = pickle.loads(pickle.dumps(provider))
     assert copy._calc is None and copy.spec == provider.spec
     assert type(copy.calculator()).__name__ == "EMT"
+
+
+def _visible_devices() -> str:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_each_worker_sees_one_gpu_of_its_own(monkeypatch):
+    """On a host with GPUs 3 and 5 (as CUDA_VISIBLE_DEVICES says; none is needed to check the
+    sharing), worker 0 sees 3 only and worker 1 sees 5 only, and none preallocates memory."""
+    from distributed import Client, LocalCluster
+
+    from phonon_eval.devices import OneDevicePerWorker, gpu_ids
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert gpu_ids() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_ids() == []
+    env = worker_environment(2, cores=2)
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, env=env) as cluster, Client(cluster) as client:
+        client.register_plugin(OneDevicePerWorker(["3", "5"]))
+        seen = client.run(_visible_devices)
+    assert sorted(seen.values()) == ["3", "5"]
+
+
+def test_workers_share_one_compilation_cache(tmp_path):
+    """JAX's persistent cache in a folder the run owns: a program one process compiled is there
+    for the next, which finds it (JAX logs the hit) instead of compiling it again."""
+    env = {**os.environ, **worker_environment(1, cores=1, compile_cache=tmp_path)}
+    code = (
+        "import logging, jax, jax.numpy as jnp; logging.basicConfig(level=logging.DEBUG)\n"
+        "def program(x): return jnp.sin(x) @ x.T\n"
+        "print(jax.jit(program)(jnp.ones((3, 3))).sum())"
+    )
+    logs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        logs.append(done.stderr)
+    assert any(tmp_path.iterdir()), "nothing was cached"
+    hit = "Persistent compilation cache hit for 'jit_program'"
+    assert hit not in logs[0] and hit in logs[1]

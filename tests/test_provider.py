@@ -212,7 +212,7 @@ def test_emt_by_spec_reproduces_the_emt_records(tmp_path, monkeypatch):
     assert ds.attrs["model"] == "EMT" and ds.attrs["model_kind"] == "ase-calculator"
     assert ds.attrs["calculator"] == EMT_SPEC and json.loads(ds.attrs["calculator_kwargs"]) == {}
     assert ds.attrs["model_versions"].startswith("ase ") and ds.attrs["setting_fc_method"] == "finite"
-    assert "EMT − reference" in res.output
+    assert "EMT − EMT at 300 K" in res.output  # the model, and what the records say their reference is
     at = ds.sel(temperature=300.0)
     mae = {
         "omega_max_K": float(np.abs(ds["omega_max_K"] - ds["omega_max_K_ref"]).mean()),
