@@ -32,8 +32,11 @@ def finetune(
     dataset: Annotated[Optional[Path], typer.Option(help="Phonon dataset folder (records + split.json).")] = None,
     split: Annotated[str, typer.Option(help="Split of --dataset to train on.")] = "train",
     val_split: Annotated[Optional[str], typer.Option(help="Split of --dataset to validate on (Hessian MAE).")] = "val",
-    cotrain: Annotated[Optional[Path], typer.Option(help="Upstream energy/force/stress frames (extxyz or ASE .db) for co-training.")] = None,
-    cotrain_val: Annotated[Optional[Path], typer.Option(help="Held-out upstream frames (energy/force MAE).")] = None,
+    cotrain: Annotated[Optional[list[Path]], typer.Option(help=(
+        "Upstream energy/force/stress frames for co-training: ASE .db or extxyz, streamed from disk "
+        "(compressed extxyz is read whole). Repeat for several files, or give a quoted glob "
+        "('shards/*.extxyz'). An index of each file is cached beside it as <file>.pft-index.npz."))] = None,
+    cotrain_val: Annotated[Optional[list[Path]], typer.Option(help="Held-out upstream frames (energy/force MAE); as --cotrain.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file of training settings; command-line options override it.")] = None,
     symmetry_sampling: Annotated[bool, typer.Option("--symmetry-sampling", help="Draw only symmetry-independent columns, weighted by multiplicity.")] = False,
     cycle_columns: Annotated[bool, typer.Option("--cycle-columns", help="Visit every independent column of every structure once per epoch.")] = False,
@@ -57,7 +60,7 @@ def finetune(
 
     if (model is None) == (init is None):
         fail("give exactly one of --model (fine-tune) and --init (train from scratch)", EXIT_USAGE)
-    if dataset is None and cotrain is None:
+    if dataset is None and not cotrain:
         fail("nothing to train on: give --dataset and/or --cotrain", EXIT_USAGE)
     if symmetry_sampling and cycle_columns:
         fail("--symmetry-sampling and --cycle-columns exclude each other", EXIT_USAGE)
@@ -80,7 +83,7 @@ def finetune(
         fail(f"bad training settings: {err}", EXIT_USAGE)
     spec = RunSpec(
         out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,
-        cotrain=cotrain, cotrain_val=cotrain_val, resume=resume,
+        cotrain=cotrain or None, cotrain_val=cotrain_val or None, resume=resume,
         metrics=metrics or out.with_suffix(".csv"), devices=devices,
     )
     with reported(ValueError, OSError, KeyError):

@@ -1,7 +1,9 @@
 """A whole fine-tuning run from files: load or initialise, train epoch by epoch, validate, save.
 
 After every epoch the EMA model (`out`), the exact training state (`out.state`) and the metrics
-CSV are written atomically, so `resume=True` continues where a crash left off.
+CSV are written atomically, so `resume=True` continues where a crash left off. Phonon records
+are read one at a time and kept as compact force constants; upstream frames are streamed from
+their files (`finetune.frames`), so memory does not grow with the upstream data.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import io
 import tomllib
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import equinox as eqx
 import jax
@@ -20,7 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from finetune.data import Example, phonon_examples, read_frames, upstream_examples
+from finetune.data import Example, ExampleSource, phonon_examples
+from finetune.frames import FrameSource
 from finetune.trainer import TrainConfig, Trainer, check_devices
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import load_potential
@@ -31,6 +34,9 @@ from phonon_eval.potential import Potential
 
 __all__ = ["RunSpec", "run", "init_potential"]
 
+Paths = Union[Path, Sequence[Path], None]
+"""One file, several, or glob patterns of them (`finetune.frames.expand_paths`)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
@@ -40,22 +46,26 @@ class RunSpec:
     dataset: Path | None = None
     split: str = "train"
     val_split: str | None = "val"
-    cotrain: Path | None = None
-    cotrain_val: Path | None = None
+    cotrain: Paths = None
+    cotrain_val: Paths = None
     resume: bool = False
     metrics: Path | None = None
     devices: int = 1
 
 
-def init_potential(arch: dict, frames: Sequence[Example], seed: int = 0) -> Potential:
+def init_potential(arch: dict, frames: Sequence[Example] | ExampleSource, seed: int = 0, sample: int = 10_000) -> Potential:
     """A new Nequix from an architecture dict, with statistics of the training frames.
 
     Reference energies per element by least squares on the frame energies; `scale` the RMS of
-    the forces; `avg_n_neighbors` the mean neighbour count at the cutoff.
+    the forces; `avg_n_neighbors` the mean neighbour count at the cutoff. At most `sample`
+    frames, evenly spaced, are used (all of them up to that many): statistics of MPtrj need
+    not read its 1.6 million frames.
     """
-    numbers = sorted({int(z) for ex in frames for z in ex.atoms.numbers} | set(arch.get("atomic_numbers", [])))
-    if not frames:
+    if not len(frames):
         raise ValueError("training from scratch needs upstream frames (--cotrain)")
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(sample, len(frames))).round().astype(int))
+    frames = [frames[int(i)] for i in picks]
+    numbers = sorted({int(z) for ex in frames for z in ex.atoms.numbers} | set(arch.get("atomic_numbers", [])))
     cutoff = float(arch.get("cutoff", 5.0))
     counts = np.array([[np.sum(ex.atoms.numbers == z) for z in numbers] for ex in frames], dtype=float)
     energies = np.array([ex.energy for ex in frames])
@@ -93,25 +103,37 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     """Train; returns a one-paragraph summary."""
     console = console or Console(stderr=True)
     # a bad device count is refused before the (slow) data loading
-    check_devices(spec.devices, config, spec.dataset is not None, spec.cotrain is not None)
+    check_devices(spec.devices, config, spec.dataset is not None, bool(spec.cotrain))
+    arch = tomllib.loads(spec.init.read_text()) if spec.init is not None else None
+    potential = None if arch is not None else load_potential(spec.model)
+    cutoff = float(arch.get("cutoff", 5.0)) if arch is not None else potential.cutoff
+    cotrain = FrameSource(spec.cotrain, cutoff) if spec.cotrain else []
+    cotrain_val = FrameSource(spec.cotrain_val, cutoff) if spec.cotrain_val else []
+    if potential is None:
+        potential = init_potential(arch, cotrain, config.seed)
+
     train: list[Example] = []
     val: list[Example] = []
+    data: dict[str, str | None] = {}
     if spec.dataset is not None:
-        data = Dataset(spec.dataset)
-        train = phonon_examples([data[i] for i in data.split(spec.split)], config.sampler, need_energy=config.energy_weight > 0)
+        dataset = Dataset(spec.dataset)
+        train = phonon_examples(
+            dataset.records(spec.split), config.sampler, need_energy=config.energy_weight > 0, dtype=potential.dtype
+        )
         if spec.val_split:
-            val = phonon_examples([data[i] for i in data.split(spec.val_split)], "uniform")
-    cotrain = upstream_examples(read_frames(spec.cotrain), str(spec.cotrain)) if spec.cotrain else []
-    cotrain_val = upstream_examples(read_frames(spec.cotrain_val), str(spec.cotrain_val)) if spec.cotrain_val else []
+            val = phonon_examples(dataset.records(spec.val_split), "uniform", dtype=potential.dtype)
+        data = {"split": spec.split, "val_split": spec.val_split}
+    # name an unknown element before any compilation
+    for ex in train + val:
+        potential.species(ex.atoms.numbers)
+    for source in (cotrain, cotrain_val):
+        for name, numbers in (source.atomic_numbers().items() if source else ()):
+            try:
+                potential.species(np.asarray(numbers))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
 
-    if spec.init is not None:
-        potential = init_potential(tomllib.loads(spec.init.read_text()), cotrain, config.seed)
-    else:
-        potential = load_potential(spec.model)
-    for ex in train + val + cotrain + cotrain_val:
-        potential.species(ex.atoms.numbers)  # name an unknown element before any compilation
-
-    trainer = Trainer(potential, config, train, val, cotrain, cotrain_val, devices=spec.devices)
+    trainer = Trainer(potential, config, train, val, cotrain, cotrain_val, devices=spec.devices, data=data)
     batchers = {"phonon": trainer.train, "upstream": trainer.cotrain}
     sizes = [
         f"{name} {b.batch_size // spec.devices} / {b.batch_size}" for name, b in batchers.items() if b is not None

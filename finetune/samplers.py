@@ -6,10 +6,12 @@ every member of a class has the same absolute entries (`SupercellSymmetry.column
 the column loss, and hence its expectation, is exactly that of uniform sampling. For an
 equivariant model the members also share the parameter gradient, so the two samplers give the
 same distribution of training steps: the classes buy coverage, not speed. `cycle` visits every
-class once per epoch in a shuffled order and weights each draw by n_classes · multiplicity / 3N,
-so that the mean over an epoch equals the uniform expectation.
+class of a structure once, in a shuffled order, before repeating one (a structure draws one
+column each time it is in a batch), and weights each draw by n_classes · multiplicity / 3N, so
+that the mean over a cycle equals the uniform expectation.
 
-A sampler is a small object: `draw(rng) -> (atom, direction, weight)` for one structure.
+A sampler is a small object: `draw(rng) -> (atom, direction, weight)` for one structure; a cycling
+sampler's `state` (the rest of its cycle) goes into the training state, so that resume is exact.
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ class ColumnSampler:
                 self._order = list(rng.permutation(len(self.atoms)))
             k = int(self._order.pop())
         return int(self.atoms[k]), int(self.directions[k]), float(self.weights[k])
+
+    @property
+    def state(self) -> list[int]:
+        """What the next draws depend on besides the rng: the rest of the cycle (empty otherwise)."""
+        return [int(k) for k in self._order]
+
+    def restore(self, state: list[int]) -> None:
+        """Continue the cycle `state` left (from `state` of a sampler over the same columns)."""
+        if any(not 0 <= k < len(self.atoms) for k in state):
+            raise ValueError(f"cycle state {state} does not fit a sampler of {len(self.atoms)} columns")
+        self._order = [int(k) for k in state]
 
     @property
     def n_candidates(self) -> int:

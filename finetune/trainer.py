@@ -4,6 +4,12 @@ One phonon step is followed by `cotrain_ratio` steps on upstream energy/force/st
 (the public configuration: 4), each with its own loss weights. Validation uses the EMA weights:
 the Hessian MAE of held-out records over all columns (exactly, from the class representatives
 weighted by multiplicity) and the energy/force MAE of held-out upstream frames.
+
+Every random choice of an epoch (shuffles, sampled columns) is made in order on the main thread;
+a background thread only reads the next batch's frames and builds its graphs while the current
+step runs, so the numbers do not depend on it. The training state holds the RNG, every cycling
+sampler's place, and a fingerprint of the data, so a resumed run continues exactly, and only on
+the data it was trained on.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import equinox as eqx
 import jax
@@ -23,13 +32,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from finetune.data import Batcher, Example
+from finetune.data import Batcher, Columns, Example, ExampleSource
+from finetune.force_constants import hessian_column
 from finetune.loss import LossWeights, batch_errors, batch_loss
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import save_potential
 from phonon_eval.potential import Potential, hessian_columns
 
-__all__ = ["TrainConfig", "Trainer", "optimizer", "hessian_mae", "efs_mae", "check_devices"]
+__all__ = ["TrainConfig", "Trainer", "optimizer", "hessian_mae", "efs_mae", "check_devices", "data_fingerprint"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,18 +146,20 @@ def hessian_mae(potential: Potential, examples: Sequence[Example]) -> float:
     for ex in examples:
         pairs = ex.classes.pairs()
         cols = hessian_columns(potential, ex.atoms, pairs)
-        ref = np.stack([ex.force_constants[:, a, :, d] for a, d in pairs])
+        ref = np.stack([hessian_column(ex.force_constants, a, d) for a, d in pairs])
         per_class = np.abs(cols - ref).mean(axis=(1, 2))
         maes.append(float(np.dot(per_class, ex.classes.multiplicity) / ex.classes.multiplicity.sum()))
     return float(np.mean(maes)) if maes else float("nan")
 
 
-def efs_mae(potential: Potential, examples: Sequence[Example] | Batcher, batch_size: int = 4) -> tuple[float, float]:
+def efs_mae(
+    potential: Potential, examples: Sequence[Example] | ExampleSource | Batcher, batch_size: int = 4
+) -> tuple[float, float]:
     """(energy MAE per atom in eV/atom, force MAE per component in eV/Å) over upstream examples.
 
     Evaluated in padded batches; pass the Batcher of the examples to reuse its shapes.
     """
-    batcher = examples if isinstance(examples, Batcher) else (Batcher(potential, examples, batch_size) if examples else None)
+    batcher = examples if isinstance(examples, Batcher) else (Batcher(potential, examples, batch_size) if len(examples) else None)
     if batcher is None:
         return float("nan"), float("nan")
     de, df = [], []
@@ -166,10 +178,13 @@ class Trainer:
         config: hyperparameters.
         train: phonon training examples.
         val: phonon validation examples.
-        cotrain, cotrain_val: upstream energy/force/stress examples (may be empty).
+        cotrain, cotrain_val: upstream energy/force/stress examples, in memory or streamed
+            (`finetune.frames.FrameSource`); may be empty.
         devices: data parallelism over the first `devices` of `jax.devices()`: each batch is
             split along its leading axis, the weights are replicated, and the loss (hence the
             gradient) is the mean over the global batch, so the numbers do not depend on it.
+        data: what else names the data (split names, ...), kept in the training state with the
+            fingerprint of the examples; resuming on other data is refused.
     """
 
     def __init__(
@@ -178,17 +193,23 @@ class Trainer:
         config: TrainConfig,
         train: Sequence[Example],
         val: Sequence[Example] = (),
-        cotrain: Sequence[Example] = (),
-        cotrain_val: Sequence[Example] = (),
+        cotrain: Sequence[Example] | ExampleSource = (),
+        cotrain_val: Sequence[Example] | ExampleSource = (),
         devices: int = 1,
+        data: dict[str, Any] | None = None,
     ):
-        check_devices(devices, config, bool(train), bool(cotrain))
+        check_devices(devices, config, bool(len(train)), bool(len(cotrain)))
         self.config = config
         self.devices = devices
-        self.train = Batcher(potential, train, config.batch_size) if train else None
-        self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if cotrain else None
+        self.train = Batcher(potential, train, config.batch_size) if len(train) else None
+        self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if len(cotrain) else None
         self.val = list(val)
-        self.cotrain_val = Batcher(potential, cotrain_val, config.cotrain_batch_size) if cotrain_val else None
+        self.cotrain_val = Batcher(potential, cotrain_val, config.cotrain_batch_size) if len(cotrain_val) else None
+        self.data = {
+            **(data or {}),
+            **{name: data_fingerprint(x) for name, x in [("train", train), ("val", val), ("cotrain", cotrain), ("cotrain_val", cotrain_val)]},
+        }
+        self.timings = {"steps": 0, "load": 0.0, "wait": 0.0, "step": 0.0}  # seconds, summed over steps
         if self.train is None and self.cotrain is None:
             raise ValueError("nothing to train on: no phonon and no upstream examples")
         self.steps_per_epoch = self._batches_per_epoch()
@@ -219,14 +240,13 @@ class Trainer:
             return n * (1 + (self.config.cotrain_ratio if self.cotrain else 0))
         return sum(math.ceil(len(m) / self.config.cotrain_batch_size) for m in self.cotrain.groups.values())
 
-    def _run_batch(self, batcher: Batcher, indices: list[int], weights: LossWeights) -> tuple[float, np.ndarray]:
-        batch = batcher.make(indices, self.rng)
+    def _run_batch(self, batch, weights: LossWeights, with_column: bool) -> tuple[float, np.ndarray]:
         if self._batch_sharding is not None:
             batch = _place(batch, self._batch_sharding)
         dtype = batch.positions.dtype
         self.potential, self.opt_state, self.ema, loss, terms = _step(
             self.potential, self.opt_state, self.ema, batch, jnp.asarray(weights, dtype),
-            jnp.asarray(self._ema_decay(), dtype), self.opt, batcher.has_columns, self._replicated,
+            jnp.asarray(self._ema_decay(), dtype), self.opt, with_column, self._replicated,
         )
         self.step += 1
         return float(loss), np.asarray(terms)
@@ -239,24 +259,57 @@ class Trainer:
         while True:
             yield from self.cotrain.epoch(self.rng)
 
-    def train_epoch(self, on_step: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
-        """One epoch; returns mean losses and the spread of the per-step column loss."""
-        losses, column_losses = [], []
+    def _plan(self) -> Iterator[tuple[Batcher, list[int], Columns | None, LossWeights, bool]]:
+        """The steps of one epoch: (batcher, indices, columns, weights, is a phonon step).
+
+        All of the epoch's randomness is drawn here, step by step, in one fixed order.
+        """
         cfg = self.config
         co = self._cotrain_batches() if self.cotrain is not None else None
         main = self.train if self.train is not None else self.cotrain
         main_weights = cfg.phonon_weights() if self.train is not None else cfg.cotrain_weights()
         for indices in main.epoch(self.rng):
-            loss, terms = self._run_batch(main, indices, main_weights)
-            losses.append(loss)
-            column_losses.append(terms[3] if self.train is not None else np.nan)  # no column without phonons
-            if on_step:
-                on_step({"loss": loss, "column_loss": float(terms[3])})
+            yield main, indices, main.draw(indices, self.rng), main_weights, self.train is not None
             if co is not None and self.train is not None:
                 for _ in range(cfg.cotrain_ratio):
-                    loss_c, _ = self._run_batch(self.cotrain, next(co), cfg.cotrain_weights())
-                    if on_step:
-                        on_step({"loss": loss_c, "column_loss": float("nan")})
+                    yield self.cotrain, next(co), None, cfg.cotrain_weights(), False
+
+    def train_epoch(
+        self, on_step: Callable[[dict[str, float]], None] | None = None, max_steps: int | None = None
+    ) -> dict[str, float]:
+        """One epoch (or its first `max_steps` steps, for benchmarks); returns mean losses and
+        the spread of the per-step column loss. `timings` adds up, per step, the seconds spent
+        making the batch (on the loader thread), waiting for it, and in the step."""
+        losses, column_losses = [], []
+
+        def load(plan):
+            t = time.perf_counter()
+            batcher, indices, columns, *_ = plan
+            return batcher.make(indices, columns=columns), time.perf_counter() - t
+
+        plans = itertools.islice(self._plan(), max_steps)
+        with ThreadPoolExecutor(1, thread_name_prefix="pft-batch") as pool:
+            plan = next(plans, None)
+            pending = pool.submit(load, plan) if plan is not None else None
+            while pending is not None:
+                t = time.perf_counter()
+                batch, load_s = pending.result()
+                wait = time.perf_counter() - t
+                batcher, _, _, weights, phonon = plan
+                plan = next(plans, None)  # drawn here, on this thread, in order
+                pending = pool.submit(load, plan) if plan is not None else None  # read while the step runs
+                t = time.perf_counter()
+                loss, terms = self._run_batch(batch, weights, batcher.has_columns)
+                self.timings["steps"] += 1
+                self.timings["load"] += load_s
+                self.timings["wait"] += wait
+                self.timings["step"] += time.perf_counter() - t
+                if phonon or self.train is None:
+                    losses.append(loss)
+                    column_losses.append(terms[3] if phonon else np.nan)  # no column without phonons
+                if on_step:
+                    main_step = phonon or self.train is None
+                    on_step({"loss": loss, "column_loss": float(terms[3]) if main_step else float("nan")})
         column_losses = np.asarray(column_losses)
         return {
             "train_loss": float(np.mean(losses)),
@@ -284,13 +337,15 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "rng": self.rng.bit_generator.state,
+            "samplers": self._sampler_states(),
             "config": dataclasses.asdict(self.config),
+            "data": self.data,
             "history": self.history,
         }
         atomic_write(path, json.dumps(header, default=_json_default).encode() + b"\n" + buf.getvalue())
 
     def load_state(self, path: str | Path) -> None:
-        """Continue from `save_state` output (the run's examples must be the same)."""
+        """Continue from `save_state` output; refused, naming what differs, on other data."""
         raw = Path(path).read_bytes()
         line, _, body = raw.partition(b"\n")
         header = json.loads(line)
@@ -298,12 +353,25 @@ class Trainer:
             raise ValueError(f"{path}: not a training state file")
         if header["config"] != json.loads(json.dumps(dataclasses.asdict(self.config), default=_json_default)):
             raise ValueError(f"{path}: saved with a different training configuration")
+        now = json.loads(json.dumps(self.data, default=_json_default))
+        differences = _data_differences(header["data"], now) if "data" in header else []  # older states: no record
+        if differences:
+            raise ValueError(f"{path}: trained on other data than given now: " + "; ".join(differences))
         self.potential, self.opt_state, self.ema = eqx.tree_deserialise_leaves(
             io.BytesIO(body), (self.potential, self.opt_state, self.ema)
         )
         self.step, self.epoch, self.history = header["step"], header["epoch"], header["history"]
         self.rng.bit_generator.state = header["rng"]
+        for i, state in header.get("samplers", []):
+            self.train.examples[i].sampler.restore(state)
         self._replicate_state()
+
+    def _sampler_states(self) -> list[tuple[int, list[int]]]:
+        """(example index, state) of every phonon sampler in the middle of a cycle."""
+        if self.train is None:
+            return []
+        samplers = ((i, ex.sampler) for i, ex in enumerate(self.train.examples))
+        return [(i, s.state) for i, s in samplers if s is not None and s.state]
 
     def save_model(self, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
         """The EMA weights as a model.ckpt."""
@@ -340,6 +408,49 @@ def check_devices(
             f"--xla_force_host_platform_device_count={devices} creates {devices} host devices "
             "(set it before JAX starts)"
         )
+
+
+def data_fingerprint(examples: Sequence[Example] | ExampleSource) -> Any:
+    """What identifies training data: each example's id and content hash, or a source's own
+    fingerprint (a streamed file's path, size, mtime and frame count: hashing 1.6 million frames
+    at every start would cost minutes)."""
+    if hasattr(examples, "fingerprint"):
+        return examples.fingerprint()
+    return {"ids": [ex.id for ex in examples], "digests": [ex.digest() for ex in examples]}
+
+
+def _data_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two data fingerprints, by name (empty: the same data)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and "ids" in a and "ids" in b:
+            old, new = dict(zip(a["ids"], a["digests"])), dict(zip(b["ids"], b["digests"]))
+            parts = []
+            if set(old) - set(new):
+                parts.append(f"missing {sorted(set(old) - set(new))}")
+            if set(new) - set(old):
+                parts.append(f"new {sorted(set(new) - set(old))}")
+            changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+            if changed:
+                parts.append(f"changed {changed}")
+            out.append(f"{key}: " + (", ".join(parts) or "same records in another order"))
+        elif isinstance(a, list) and isinstance(b, list) and all(isinstance(x, dict) and "path" in x for x in a + b):
+            files_a, files_b = {x["path"]: x for x in a}, {x["path"]: x for x in b}
+            parts = [f"missing {p}" for p in files_a if p not in files_b]
+            parts += [f"new {p}" for p in files_b if p not in files_a]
+            parts += [f"changed {p} (size or mtime)" for p in files_a if p in files_b and files_a[p] != files_b[p]]
+            out.append(f"{key}: " + (", ".join(parts) or "same files in another order"))
+        else:
+            out.append(f"{key}: {_short(a)} then, {_short(b)} now")
+    return out
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _json_default(x):

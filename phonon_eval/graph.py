@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import vesin
 
-__all__ = ["Graph", "build_graph", "bucket", "pad_positions", "check_structure", "StructureError"]
+__all__ = ["Graph", "build_graph", "count_edges", "bucket", "pad_positions", "check_structure", "StructureError"]
 
 
 class StructureError(ValueError):
@@ -131,13 +131,8 @@ def build_graph(
         A Graph with at least one padded node, to which padded edges point.
     """
     positions = np.asarray(positions, dtype=np.float64)
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
-    check_structure(positions, cell, pbc)
-    box = _complete_cell(cell, pbc, positions)
     radius = float(cutoff) + float(skin)
-    i, j, s = vesin.NeighborList(cutoff=radius, full_list=True).compute(
-        points=positions, box=box, periodic=pbc, quantities="ijS"
-    )
+    i, j, s = _neighbours(positions, cell, pbc, radius)
     n, e = len(positions), len(i)
     n_pad = n_nodes if n_nodes is not None else bucket(n + 1)
     e_pad = n_edges if n_edges is not None else bucket(e)
@@ -160,6 +155,23 @@ def build_graph(
         node_mask=jnp.asarray(np.arange(n_pad) < n),
         edge_mask=jnp.asarray(np.arange(e_pad) < e),
         cutoff=radius,
+    )
+
+
+def count_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float, *, pbc: bool | np.ndarray = True) -> int:
+    """Number of (directed) edges `build_graph` makes at `cutoff`, without building the graph.
+
+    For sizing padded batches in one pass over a large dataset.
+    """
+    return len(_neighbours(np.asarray(positions, dtype=np.float64), cell, pbc, float(cutoff))[0])
+
+
+def _neighbours(positions: np.ndarray, cell: np.ndarray, pbc: bool | np.ndarray, radius: float):
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    check_structure(positions, cell, pbc)
+    box = _complete_cell(cell, pbc, positions)
+    return vesin.NeighborList(cutoff=radius, full_list=True).compute(
+        points=positions, box=box, periodic=pbc, quantities="ijS"
     )
 
 

@@ -1,0 +1,225 @@
+"""Upstream frames streamed from disk: ASE databases and extxyz files, several or a glob of them.
+
+MPtrj has 1.6 million frames: as ASE Atoms in memory they do not fit a 24 GB machine. A
+`FrameSource` keeps an index of its files instead (per frame: where it starts, its atom count,
+its edge count at the cutoff) and reads a frame when a batch needs it: an ASE database by row
+id, an extxyz file by seeking to the frame's byte offset. The index is made in one pass over
+each file and cached beside it (`<file>.pft-index.npz`), keyed by the file's size, mtime and the
+cutoff; a changed file or another cutoff makes it again. Compressed extxyz (.xz, .gz, .bz2)
+cannot be read from an offset: such a file is read into memory whole, as before.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import ase
+import ase.db
+import ase.io
+import numpy as np
+from ase.io.extxyz import read_xyz
+
+from finetune.data import Example, read_frames, upstream_example
+from phonon_eval.atomic import atomic_write
+from phonon_eval.graph import count_edges
+
+__all__ = ["FrameSource", "expand_paths", "INDEX_SUFFIX"]
+
+INDEX_SUFFIX = ".pft-index.npz"
+_INDEX_VERSION = 1
+_STREAMED_TEXT = (".extxyz", ".xyz")
+
+
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Files from paths and glob patterns (sorted matches); a pattern matching nothing is an error."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        text = str(p)
+        if not Path(text).exists() and glob.has_magic(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise FileNotFoundError(f"no upstream frame files match {text!r}")
+            out += [Path(m) for m in matches]
+        elif not Path(text).is_file():
+            raise FileNotFoundError(f"upstream frame file {text} does not exist")
+        else:
+            out.append(Path(text))
+    if not out:
+        raise ValueError("no upstream frame files given")
+    return out
+
+
+class _Shard:
+    """One file of frames; `locator[i]` says where frame i is (byte offset, row id or list index)."""
+
+    def __init__(self, path: Path, cutoff: float):
+        self.path = path
+        self.name = str(path)  # the frames' ids, as the in-memory reader names them
+        stat = path.stat()
+        self.key = {
+            "format": "pft-frame-index", "version": _INDEX_VERSION, "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "cutoff": float(cutoff),
+        }
+        self.kind = "db" if path.suffix == ".db" else "extxyz" if path.suffix in _STREAMED_TEXT else "memory"
+        self._frames: list[ase.Atoms] | None = None
+        self._local = threading.local()  # an sqlite connection is used by the thread that made it
+        index = self._load_index()
+        if index is None:
+            index = self._make_index(cutoff)
+            self._save_index(index)
+        self.locator, self.n_atoms, self.n_edges, self.numbers = (
+            index["locator"], index["n_atoms"], index["n_edges"], index["numbers"]
+        )
+
+    def __len__(self) -> int:
+        return len(self.locator)
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_name(self.path.name + INDEX_SUFFIX)
+
+    def atoms(self, i: int) -> ase.Atoms:
+        if self.kind == "db":
+            db = getattr(self._local, "db", None)
+            if db is None:
+                db = self._local.db = ase.db.connect(self.path)
+            return db.get(id=int(self.locator[i])).toatoms(add_additional_information=True)
+        if self.kind == "extxyz":
+            with open(self.path, "rb") as f:
+                f.seek(int(self.locator[i]))
+                return _read_frame_at(f, self.path, i)
+        return self._memory()[i]
+
+    def _memory(self) -> list[ase.Atoms]:
+        if self._frames is None:
+            self._frames = read_frames(self.path)
+        return self._frames
+
+    # -- the index --------------------------------------------------------------------------
+
+    def _frames_for_index(self) -> Iterable[tuple[int, ase.Atoms]]:
+        """(locator, atoms) of every frame, in order."""
+        if self.kind == "db":
+            with ase.db.connect(self.path) as db:
+                for row in db.select():
+                    yield row.id, row.toatoms(add_additional_information=True)
+        elif self.kind == "extxyz":
+            with open(self.path, "rb") as f:
+                i = 0
+                while True:
+                    offset = f.tell()
+                    if not f.readline().strip():  # end of file (blank lines at the end are allowed)
+                        if f.tell() == offset:
+                            return
+                        continue
+                    f.seek(offset)
+                    yield offset, _read_frame_at(f, self.path, i)
+                    i += 1
+        else:
+            yield from enumerate(self._memory())
+
+    def _make_index(self, cutoff: float) -> dict[str, np.ndarray]:
+        locator, n_atoms, n_edges, numbers = [], [], [], set()
+        for i, (where, atoms) in enumerate(self._frames_for_index()):
+            upstream_example(atoms, self.name, i)  # refuse a frame without energy or forces now, not mid-run
+            locator.append(where)
+            n_atoms.append(len(atoms))
+            n_edges.append(count_edges(atoms.positions, atoms.cell.array, cutoff, pbc=atoms.pbc))
+            numbers.update(int(z) for z in atoms.numbers)
+        if not locator:
+            raise ValueError(f"{self.path}: no frames")
+        return {
+            "locator": np.asarray(locator, np.int64),
+            "n_atoms": np.asarray(n_atoms, np.int64),
+            "n_edges": np.asarray(n_edges, np.int64),
+            "numbers": np.asarray(sorted(numbers), np.int64),
+        }
+
+    def _load_index(self) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self.index_path) as z:
+                if json.loads(str(z["key"])) != self.key:
+                    return None  # another file content or cutoff: make it again
+                return {k: z[k] for k in ("locator", "n_atoms", "n_edges", "numbers")}
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def _save_index(self, index: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, key=np.array(json.dumps(self.key)), **index)
+        try:
+            atomic_write(self.index_path, buf.getvalue())
+        except OSError:
+            pass  # a read-only data folder: the index is made again next time, nothing is lost
+
+    def fingerprint(self) -> dict:
+        return {"path": str(self.path.resolve()), "size": self.key["size"], "mtime_ns": self.key["mtime_ns"], "frames": len(self)}
+
+
+def _read_frame_at(f, path: Path, i: int) -> ase.Atoms:
+    """The extxyz frame starting at the current position of the binary file `f`."""
+    offset = f.tell()
+    head = f.readline()
+    try:
+        n = int(head.split()[0])
+    except (ValueError, IndexError):
+        raise ValueError(f"{path}: frame {i} at byte {offset}: expected an atom count, got {head[:40]!r}") from None
+    lines = [head] + [f.readline() for _ in range(n + 1)]
+    if not lines[-1]:
+        raise ValueError(f"{path}: frame {i} at byte {offset}: file ends inside the frame ({n} atoms)")
+    return next(read_xyz(io.StringIO(b"".join(lines).decode()), 0))
+
+
+class FrameSource:
+    """Upstream energy/force/stress frames of one or more files, read when a batch needs them.
+
+    Indexable like the list `upstream_examples` makes (the same examples in the same order), and
+    `Batcher` groups it by the sizes of the index instead of building every graph up front.
+
+    Args:
+        paths: ASE databases (.db), extxyz files (.extxyz, .xyz; compressed ones are read whole)
+            or glob patterns of them; frames are numbered through the files in order.
+        cutoff: the potential's cutoff, for the edge counts that size the padded batches.
+    """
+
+    has_columns = False
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], cutoff: float):
+        self.cutoff = float(cutoff)
+        self.shards = [_Shard(p, self.cutoff) for p in expand_paths(paths)]
+        self._starts = np.cumsum([0] + [len(s) for s in self.shards])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> Example:
+        if not 0 <= i < len(self):
+            raise IndexError(f"frame {i} of {len(self)}")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        shard, local = self.shards[k], int(i - self._starts[k])
+        return upstream_example(shard.atoms(local), shard.name, local)
+
+    def __repr__(self) -> str:
+        return f"FrameSource({[s.name for s in self.shards]}, {len(self)} frames)"
+
+    def sizes(self, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+        """(n_atoms, n_edges) of every frame at `cutoff` (the source's own)."""
+        if float(cutoff) != self.cutoff:
+            raise ValueError(f"frames indexed at cutoff {self.cutoff} Å, asked for {cutoff} Å")
+        return np.concatenate([s.n_atoms for s in self.shards]), np.concatenate([s.n_edges for s in self.shards])
+
+    def atomic_numbers(self) -> dict[str, list[int]]:
+        """The elements of each file, by file name."""
+        return {s.name: s.numbers.tolist() for s in self.shards}
+
+    def fingerprint(self) -> list[dict]:
+        """What identifies the data: each file's absolute path, size, mtime and frame count."""
+        return [s.fingerprint() for s in self.shards]
