@@ -200,8 +200,8 @@ def phonons(
     scheduler_file: SchedulerFileOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
-    """Phonons with phonopy vs DFT: relax, force constants from the model, band structure, DOS,
-    ω_max, S, F, C_V; saved as an xarray Dataset (netCDF) with the metrics printed as a table.
+    """Phonons with phonopy vs the records' reference (DFT, MDR PBE, ...): relax, force constants
+    from the model, band structure, DOS, ω_max, S, F, C_V; saved as an xarray Dataset (netCDF) with the metrics printed as a table.
 
     The model is a model file (MODEL) or any ASE calculator (--calculator)."""
     from phonon_eval.datasets import Dataset, DatasetError
@@ -277,8 +277,9 @@ def kappa(
     scheduler_file: SchedulerFileOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
-    """Thermal conductivity with phono3py vs DFT (Matbench Discovery κ task): relax, fc2 and fc3
-    from the model with all displaced supercells batched, κ, and SRD, SRE, SRME per material;
+    """Thermal conductivity with phono3py vs the reference (the Matbench Discovery κ task, or the
+    records' DFT forces): relax, fc2 and fc3 from the model with all displaced supercells
+    batched, κ, and SRD, SRE, SRME per material;
     saved as an xarray Dataset (netCDF) with the metrics printed as a table.
 
     The model is a model file (MODEL) or any ASE calculator (--calculator)."""
