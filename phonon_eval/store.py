@@ -15,6 +15,7 @@ format's writer makes from all rows at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import urllib.parse
@@ -142,10 +143,14 @@ def _merge(chosen: list[tuple[Path, int]], out: Path, newest: Path) -> None:
                 values = nc.variables[name][...]
                 dst.variables[name][tuple(slice(0, n) for n in np.shape(values))] = values
         offsets = dict.fromkeys(layout.concat, 0)
-        for path, k in chosen:  # one material at a time: memory does not grow with the file
-            with netCDF4.Dataset(path) as nc:
-                nc.set_auto_maskandscale(False)
-                extent = layout.extent(nc, k)
+        with contextlib.ExitStack() as stack:
+            nc, opened = None, None
+            for path, k in chosen:  # one material at a time: memory does not grow with the file
+                if path != opened:  # consecutive materials of one source share its handle
+                    stack.close()
+                    nc, opened = stack.enter_context(netCDF4.Dataset(path)), path
+                    nc.set_auto_maskandscale(False)
+                extent = layout.extent(path, k)
                 for name, var in nc.variables.items():
                     if name in layout.fixed or name not in layout.variables:
                         continue
@@ -172,13 +177,20 @@ class _Layout:
         self.variables: dict[str, tuple[Any, tuple[str, ...], Any, dict[str, Any]]] = {}
         self.fixed: dict[str, Path] = {}  # variable along no concatenated dimension -> its largest source
         self._fixed_size: dict[str, int] = {}
+        self._starts: dict[Path, dict[str, np.ndarray]] = {}  # source -> ragged dimension -> offsets
 
     def add(self, path: Path, nc: Any, materials: list[int]) -> None:
         for name, var in nc.variables.items():
             if "sample_dimension" in var.ncattrs():
                 self.counts[var.getncattr("sample_dimension")] = name
                 self.concat.add(var.getncattr("sample_dimension"))
-        extents = [self.extent(nc, k) for k in materials]
+        # each source's counts read once: a resumed file may hold 10,000 materials
+        self._starts[path] = {
+            dim: np.concatenate([[0], np.cumsum(np.asarray(nc.variables[count][:], dtype=np.int64))])
+            for dim, count in self.counts.items()
+            if count in nc.variables
+        }
+        extents = [self.extent(path, k) for k in materials]
         for dim, d in nc.dimensions.items():
             if dim in self.concat:
                 self.sizes[dim] = self.sizes.get(dim, 0) + sum(e[dim].stop - e[dim].start for e in extents if dim in e)
@@ -194,14 +206,11 @@ class _Layout:
             if not set(var.dimensions) & self.concat and var.size >= self._fixed_size.get(name, 0):
                 self.fixed[name], self._fixed_size[name] = path, var.size
 
-    def extent(self, nc: Any, k: int) -> dict[str, slice]:
+    def extent(self, path: Path, k: int) -> dict[str, slice]:
         """Where material `k` of a source lies along each concatenated dimension."""
         out = {MATERIAL: slice(k, k + 1)}
-        for dim, count in self.counts.items():
-            if count in nc.variables:
-                counts = np.asarray(nc.variables[count][:], dtype=np.int64)
-                start = int(counts[:k].sum())
-                out[dim] = slice(start, start + int(counts[k]))
+        for dim, starts in self._starts[path].items():
+            out[dim] = slice(int(starts[k]), int(starts[k + 1]))
         return out
 
 
