@@ -158,6 +158,23 @@ SchedulerFileOption = Annotated[Optional[Path], typer.Option(
     help="Scheduler file of a running Dask cluster (`dask scheduler --scheduler-file FILE`).")]
 
 
+OUT_HELP = "Results netCDF: each material is saved to <out>.parts/ as it finishes, and all are merged into <out> (atomically) at the end."
+ResumeOption = Annotated[bool, typer.Option("--resume", help=(
+    "Keep the materials already in --out (or its .parts folder, after a crash) and do the rest; "
+    "refused if they were made with another model or other settings."))]
+RetryFailedOption = Annotated[bool, typer.Option("--retry-failed", help="With --resume, evaluate the failed materials again (implies --resume).")]
+TableOption = Annotated[str, typer.Option(help="Rows of the printed table: worst (the 20 worst and 20 failed, when there are more than 40 materials) or full.")]
+
+
+def _table_limit(table: str) -> int | None:
+    """The rows `Summary.table` shows for --table (a usage error for anything else)."""
+    from phonon_eval.tables import WORST
+
+    if table not in ("worst", "full"):
+        fail(f"--table {table}: worst or full", EXIT_USAGE)
+    return None if table == "full" else WORST
+
+
 def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None):
     from phonon_eval.fanout import Cluster
 
@@ -180,10 +197,10 @@ def phonons(
     dataset: Annotated[Path, typer.Option(help="Dataset folder: records plus split.json.")] = BUILTIN_DATASET,
     split: Annotated[str, typer.Option(help="Split to evaluate (train, val, test, ...).")] = "test",
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split).")] = None,
-    out: Annotated[Path, typer.Option(help="Results netCDF: each material is saved to <out>.parts/ as it finishes, and all are merged into <out> (atomically) at the end.")] = Path("phonons.nc"),
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out (or its .parts folder, after a crash) and do the rest; refused if they were made with another model or other settings.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="With --resume, evaluate the failed materials again (implies --resume).")] = False,
-    table: Annotated[str, typer.Option(help="Rows of the printed table: worst (the 20 worst and 20 failed, when there are more than 40 materials) or full.")] = "worst",
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("phonons.nc"),
+    resume: ResumeOption = False,
+    retry_failed: RetryFailedOption = False,
+    table: TableOption = "worst",
     protocol: Annotated[str, typer.Option(help="Named protocol of every setting: mdr (the MDR phonon benchmark's workflow) or exact (analytic force constants from HVPs, otherwise mdr). Options given below override it, and the results say which.")] = "mdr",
     relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (mdr: yes).", show_default=False)] = None,
     fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (mdr: 0.0025, half of MDR's 0.005, as its scripts converge).", show_default=False)] = None,
@@ -209,7 +226,6 @@ def phonons(
     from phonon_eval.provider import ProviderError
     from phonon_eval.results import run_phonons
     from phonon_eval.store import ResumeError
-    from phonon_eval.tables import WORST
 
     cluster = _cluster(workers, scheduler, scheduler_file)
     given = {
@@ -233,15 +249,14 @@ def phonons(
         missing = [i for i in ids if i not in data]
         if missing:
             raise DatasetError(f"{dataset}: materials not in the dataset: {', '.join(missing)}")
-    if table not in ("worst", "full"):
-        fail(f"--table {table}: worst or full", EXIT_USAGE)
+    limit = _table_limit(table)
     with reported(ResumeError):
         summary = run_phonons(
             provider, data, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
             cluster=cluster, progress=progress, console=err_console,
             attrs={"dataset": str(dataset), "split": "" if materials else split},
         )
-    console.print(summary.table(limit=None if table == "full" else WORST))
+    console.print(summary.table(limit=limit))
     console.print(f"wrote {out}")
     if summary.n_ok == 0:
         fail(f"no material succeeded ({summary.n_failed} failed)")
@@ -259,10 +274,10 @@ def kappa(
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder of phono3py records (DFT fc3 forces) plus split.json.")] = None,
     split: Annotated[str, typer.Option(help="Split of --dataset to evaluate.")] = "test",
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split, or a subset of --structures).")] = None,
-    out: Annotated[Path, typer.Option(help="Results netCDF: each material is saved to <out>.parts/ as it finishes, and all are merged into <out> (atomically) at the end.")] = Path("kappa.nc"),
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the materials already in --out (or its .parts folder, after a crash) and do the rest; refused if they were made with another model or other settings.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="With --resume, evaluate the failed materials again (implies --resume).")] = False,
-    table: Annotated[str, typer.Option(help="Rows of the printed table: worst (the 20 worst and 20 failed, when there are more than 40 materials) or full.")] = "worst",
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("kappa.nc"),
+    resume: ResumeOption = False,
+    retry_failed: RetryFailedOption = False,
+    table: TableOption = "worst",
     protocol: Annotated[str, typer.Option(help="Named protocol of every setting: matbench (the Matbench Discovery κ script) or phono3py (force constants by symfc, as phono3py.load). Options given below override it, and the results say which.")] = "matbench",
     relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (matbench: yes).", show_default=False)] = None,
     fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (matbench: 1e-4).", show_default=False)] = None,
@@ -287,7 +302,6 @@ def kappa(
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
     from phonon_eval.store import ResumeError
-    from phonon_eval.tables import WORST
 
     cluster = _cluster(workers, scheduler, scheduler_file)
     if (structures is None) == (dataset is None) or (structures is None) != (reference is None):
@@ -318,14 +332,13 @@ def kappa(
         missing = [i for i in ids if i not in known]
         if missing:
             raise DatasetError(f"materials not in the input: {', '.join(missing)}")
-    if table not in ("worst", "full"):
-        fail(f"--table {table}: worst or full", EXIT_USAGE)
+    limit = _table_limit(table)
     with reported(ResumeError):
         summary = run_kappa(
             provider, load, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
             cluster=cluster, progress=progress, console=err_console, attrs=inputs,
         )
-    console.print(summary.table(limit=None if table == "full" else WORST))
+    console.print(summary.table(limit=limit))
     console.print(f"wrote {out}")
     if (summary.dataset["status"] == "failed").all():
         fail(f"every material failed ({len(ids)})")
