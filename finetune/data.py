@@ -247,7 +247,8 @@ class Batcher:
             energy.append(ex.energy)
             n_atoms.append(n)
             cell.append(ex.atoms.cell.array)
-            graphs.append(self.potential.graph(ex.atoms, n_nodes=n_nodes, n_edges=n_edges))
+            # a masked copy repeats the last structure: its graph too, not a second neighbour search
+            graphs.append(self.potential.graph(ex.atoms, n_nodes=n_nodes, n_edges=n_edges) if k < n_real else graphs[-1])
             w = 0.0
             if ex.force_constants is not None and columns is not None:
                 atom, direction, *rest = columns[min(k, n_real - 1)]  # a masked copy repeats the last
