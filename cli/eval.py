@@ -278,7 +278,7 @@ def kappa(
     resume: ResumeOption = False,
     retry_failed: RetryFailedOption = False,
     table: TableOption = "worst",
-    protocol: Annotated[str, typer.Option(help="Named protocol of every setting: matbench (the Matbench Discovery κ script) or phono3py (force constants by symfc, as phono3py.load). Options given below override it, and the results say which.")] = "matbench",
+    protocol: Annotated[str, typer.Option(help="Named protocol of every setting: matbench (the Matbench Discovery κ script), phono3py (force constants by symfc, as phono3py.load) or fast (not Matbench: fc2 and fc3 fitted by symfc to a few random-displacement supercells, about 1/6 of the pair supercells, κ within 1 % of the phono3py route in the convergence study). Options given below override it, and the results say which.")] = "matbench",
     relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (matbench: yes).", show_default=False)] = None,
     fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (matbench: 1e-4).", show_default=False)] = None,
     relax_steps: Annotated[Optional[int], typer.Option(help="Relaxation step budget (matbench: 300).", show_default=False)] = None,
@@ -287,6 +287,11 @@ def kappa(
     temperatures: Annotated[Optional[str], typer.Option(help="Temperatures in K: start:stop:step or a comma list; must include 300 (matbench: 300).", show_default=False)] = None,
     method: Annotated[Optional[str], typer.Option(help="rta, wigner or lbte (matbench: wigner).", show_default=False)] = None,
     isotope: Annotated[Optional[bool], typer.Option("--isotope/--no-isotope", help="Include isotope scattering (matbench: yes).", show_default=False)] = None,
+    displacements: Annotated[Optional[str], typer.Option(help="fc3 supercells: pairs (phono3py's one- and two-atom displacements; matbench, phono3py) or random (every atom displaced, fitted by symfc; fast).", show_default=False)] = None,
+    random_supercells: Annotated[Optional[int], typer.Option(help="Number of random fc3 supercells (even), instead of --random-factor times the minimum the free fc2 + fc3 parameters need; too few are refused.", show_default=False)] = None,
+    random_factor: Annotated[Optional[float], typer.Option(help="Random fc3 supercells as a multiple of that minimum (fast: 4).", show_default=False)] = None,
+    random_seed: Annotated[Optional[int], typer.Option(help="Seed of the random displacements (fast: 0).", show_default=False)] = None,
+    cutoff: Annotated[Optional[float], typer.Option(help="fc3 pair cutoff, Å: farther pairs get no fc3 (fewer supercells and parameters); default none.", show_default=False)] = None,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
@@ -313,6 +318,8 @@ def kappa(
             "relax": relax, "fmax": fmax, "relax_steps": relax_steps, "displacement": displacement,
             "mesh": None if mesh is None else _parse_mesh(mesh), "method": method, "isotope": isotope,
             "temperatures": None if temperatures is None else _parse_temperatures(temperatures),
+            "displacements": displacements, "random_supercells": random_supercells, "random_factor": random_factor,
+            "random_seed": random_seed, "cutoff": cutoff,
         }
         settings = KappaSettings.from_protocol(protocol, **{k: v for k, v in given.items() if v is not None})
     except ValueError as err:

@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import inspect
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -45,15 +46,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FC3_SYMMETRIZATIONS",
+    "DISPLACEMENTS",
     "KAPPA_PROTOCOLS",
     "METHODS",
     "PENALTY",
+    "RANDOM_FACTOR",
     "Conductivity",
     "KappaInputError",
     "KappaMaterial",
     "KappaSettings",
     "compare",
     "evaluate_material",
+    "free_parameters",
+    "generate_displacements",
     "imaginary_modes",
     "produce_force_constants",
     "read_matbench",
@@ -85,10 +90,19 @@ KAPPA_PROTOCOLS: dict[str, dict[str, Any]] = {
     # As `matbench`, but the force constants as `phono3py.load` makes them from the same
     # displacements: finite differences projected onto the symmetric subspace by symfc.
     "phono3py": {"fc_symmetrization": "symfc"},
+    # Not Matbench: fc2 and fc3 fitted by symfc to a few supercells with every atom displaced
+    # at random (± pairs), as many as the free parameters need times a safety factor that
+    # benchmarks/kappa_fast.py measured; the reference is made as under `phono3py`.
+    "fast": {"fc_symmetrization": "symfc", "displacements": "random"},
 }
 """Named, versioned κ protocols (version 1): the fields that differ from the defaults."""
 KAPPA_PROTOCOL_VERSION = 1
 FC3_SYMMETRIZATIONS = ("matbench", "symfc")
+DISPLACEMENTS = ("pairs", "random")
+RANDOM_FACTOR = 4.0
+"""Random fc3 supercells per the minimum that symfc's free parameters need (`fast`): the
+smallest factor that kept κ within 1 % and SRME within 0.01 of the pair route on every input
+of the convergence study (benchmarks/kappa_fast.py)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +131,17 @@ class KappaSettings(ProtocolSettings):
         fc_symmetrization: "matbench" (phono3py's traditional symmetrisation of fc2 and fc3 in
             real space, as the Matbench script) or "symfc" (the symfc projector, as
             `phono3py.load`); the reference's DFT forces go through the same.
+        displacements: fc3 supercells "pairs" (phono3py's one- and two-atom displacements,
+            finite differences) or "random" (every atom displaced by `displacement` in a
+            random direction, in ± pairs, fc2 and fc3 fitted by symfc; needs "symfc"). A
+            separate fc2 supercell keeps its few systematic displacements either way.
+        random_factor: random supercells as a multiple of the minimum, the free fc2 + fc3
+            parameters (symfc's basis) over the 3N force components of one supercell.
+        random_supercells: the number of random supercells instead (even; refused when fewer
+            than the free parameters need).
+        random_seed: of the random displacements.
+        cutoff: fc3 pair cutoff, Å: pairs farther apart get no fc3 (fewer pair supercells, fewer
+            free parameters), or None for all pairs.
         overrides: (set by the class) the fields that differ from the protocol.
     """
 
@@ -138,6 +163,11 @@ class KappaSettings(ProtocolSettings):
     boundary_mfp: float | None = 1e6
     imaginary_tolerance: float = 0.01
     fc_symmetrization: str = "matbench"
+    displacements: str = "pairs"
+    random_factor: float = RANDOM_FACTOR
+    random_supercells: int | None = None
+    random_seed: int = 0
+    cutoff: float | None = None
     overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -152,6 +182,16 @@ class KappaSettings(ProtocolSettings):
             raise ValueError(f"mesh must be three positive integers, got {self.mesh}")
         if not 0 < self.displacement < 0.1:
             raise ValueError(f"displacement must be in (0, 0.1) Å, got {self.displacement}")
+        if self.displacements not in DISPLACEMENTS:
+            raise ValueError(f"displacements must be one of {', '.join(DISPLACEMENTS)}, got {self.displacements!r}")
+        if self.displacements == "random" and self.fc_symmetrization != "symfc":
+            raise ValueError("random displacements are fitted by symfc: use fc_symmetrization symfc (protocol fast)")
+        if self.random_supercells is not None and (self.random_supercells < 2 or self.random_supercells % 2):
+            raise ValueError(f"random_supercells must be even (± pairs) and at least 2, got {self.random_supercells}")
+        if self.random_factor < 1:
+            raise ValueError(f"random_factor must be at least 1, got {self.random_factor}")
+        if self.cutoff is not None and self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -183,6 +223,20 @@ class Conductivity:
     frequencies: np.ndarray | None = None
     heat_capacity: np.ndarray | None = None
     kappa_tensor: np.ndarray | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], temperatures: Any) -> Conductivity:
+        """The model's conductivity of an `evaluate_material` row computed at `temperatures`."""
+        return cls(
+            temperatures=np.asarray(temperatures, dtype=float),
+            kappa=np.asarray(row["kappa"]),
+            mode_kappa=np.asarray(row["mode_kappa"]),
+            qpoints=np.asarray(row["qpoint_coordinates"]),
+            weights=np.asarray(row["weight"]),
+            mesh=np.asarray(row["q_mesh"]),
+            frequencies=np.asarray(row["frequency"]),
+            kappa_tensor=np.asarray(row["kappa_tensor"]),
+        )
 
     def __post_init__(self) -> None:
         t, q = len(self.temperatures), len(self.qpoints)
@@ -388,8 +442,8 @@ def read_matbench(structures: str | os.PathLike, reference: str | os.PathLike) -
 # --------------------------------------------------------------------------------------------
 
 
-def produce_force_constants(ph3: Phono3py, symmetrization: str = "symfc") -> None:
-    """fc3 and fc2 from the displacement datasets with forces.
+def produce_force_constants(ph3: Phono3py, symmetrization: str = "symfc", cutoff: float | None = None) -> None:
+    """fc3 and fc2 from the displacement datasets with forces (fc3 pairs within `cutoff` Å only).
 
     "symfc": as `phono3py.load` makes them, finite differences then the symfc projector (symfc
     itself for random-displacement datasets). "matbench": as the Matbench Discovery script,
@@ -410,7 +464,9 @@ def produce_force_constants(ph3: Phono3py, symmetrization: str = "symfc") -> Non
         return "symfc" if "displacements" in dataset else None
 
     fc3 = calculator(ph3.dataset)
-    ph3.produce_fc3(fc_calculator=fc3)
+    # symfc reads the cutoff from its options, not from the dataset ("fc2 options|fc3 options")
+    options = None if fc3 is None or cutoff is None else f"|cutoff = {cutoff}"
+    ph3.produce_fc3(fc_calculator=fc3, fc_calculator_options=options)
     if fc3 is None:
         ph3.symmetrize_fc3(use_symfc_projector=True)
     if ph3.phonon_supercell_matrix is None:
@@ -421,6 +477,46 @@ def produce_force_constants(ph3: Phono3py, symmetrization: str = "symfc") -> Non
     ph3.produce_fc2(fc_calculator=fc2)
     if fc2 is None:
         ph3.symmetrize_fc2(use_symfc_projector=True)
+
+
+def free_parameters(ph3: Phono3py, cutoff: float | None = None) -> int:
+    """The fc2 + fc3 parameters symfc fits to the fc3 supercells' forces (its basis sizes)."""
+    from phonopy.interface.symfc import SymfcFCSolver
+
+    options = None if cutoff is None else {"cutoff": {3: cutoff}}
+    sizes = SymfcFCSolver(ph3.supercell, symmetry=ph3.symmetry, options=options).estimate_basis_size(orders=[2, 3])
+    return int(sum(sizes.values()))
+
+
+def generate_displacements(ph3: Phono3py, settings: KappaSettings) -> int:
+    """Displace the fc3 (and a separate fc2) supercells as `settings` says.
+
+    Returns:
+        The free fc2 + fc3 parameters of a random set (0 for pairs, fitted by finite differences).
+
+    Raises:
+        ValueError: fewer random supercells than the free parameters need: symfc would return
+            force constants fitted to too few forces without saying so.
+    """
+    if settings.displacements == "pairs":
+        ph3.generate_displacements(distance=settings.displacement, cutoff_pair_distance=settings.cutoff)
+        return 0
+    n_params = free_parameters(ph3, settings.cutoff)
+    per_supercell = 3 * len(ph3.supercell)
+    minimum = -(-n_params // per_supercell)
+    n = settings.random_supercells or 2 * math.ceil(settings.random_factor * minimum / 2)
+    if n * per_supercell < n_params:
+        raise ValueError(
+            f"{n} random supercells give {n * per_supercell} force components for {n_params} free fc2 + fc3 "
+            f"parameters: at least {minimum + minimum % 2} supercells are needed ({settings.random_factor:g}x that "
+            f"by default)"
+        )
+    # ± pairs: the odd-order error of each displacement cancels in fc3, as in the pair route
+    ph3.generate_displacements(
+        distance=settings.displacement, number_of_snapshots=n // 2, random_seed=settings.random_seed,
+        is_plusminus=True, cutoff_pair_distance=settings.cutoff,
+    )
+    return n_params
 
 
 def run_conductivity(ph3: Phono3py, settings: KappaSettings) -> Conductivity:
@@ -502,7 +598,7 @@ def reference_conductivity(
     if not isinstance(material.reference, Record):
         raise KappaInputError(f"material {material.id!r} has no reference")
     ph3 = material.reference.to_phono3py(produce_fc=False)
-    produce_force_constants(ph3, settings.fc_symmetrization)
+    produce_force_constants(ph3, settings.fc_symmetrization, settings.cutoff)
     ph3.mesh_numbers = list(mesh)
     ph3.init_phph_interaction()
     return run_conductivity(ph3, settings)
@@ -732,13 +828,14 @@ def evaluate_material(
         symprec=settings.symprec,
     )
     ph3.nac_params = material.nac_params
-    ph3.generate_displacements(distance=settings.displacement)
+    n_params = generate_displacements(ph3, settings)
     separate = material.fc2_supercell is not None
     row.update(
         n_primitive_atoms=len(ph3.primitive),
         n_supercell_atoms=len(ph3.supercell),
         n_fc2_supercells=len(ph3.phonon_supercells_with_displacements) if separate else 0,
         n_fc3_supercells=len(ph3.supercells_with_displacements),
+        n_fc_parameters=n_params or -1,
     )
     tick("setup")
     if separate:
@@ -747,7 +844,7 @@ def evaluate_material(
     tick("fc2")
     ph3.forces = _forces(provider, ph3.supercell, ph3.supercells_with_displacements)
     tick("fc3")
-    produce_force_constants(ph3, settings.fc_symmetrization)
+    produce_force_constants(ph3, settings.fc_symmetrization, settings.cutoff)
     tick("force_constants")
     ph3.mesh_numbers = list(mesh)
     ph3.init_phph_interaction()

@@ -54,6 +54,7 @@ PER_MATERIAL: dict[str, tuple[tuple[str, ...], str, str, Any]] = {
     "n_supercell_atoms": ((), "1", "atoms in the fc3 supercell", -1),
     "n_fc2_supercells": ((), "1", "displaced fc2 supercells (0: fc2 from the fc3 displacements)", -1),
     "n_fc3_supercells": ((), "1", "displaced fc3 supercells", -1),
+    "n_fc_parameters": ((), "1", "free fc2 + fc3 parameters fitted by symfc to random supercells (-1: pair displacements)", -1),
     "space_group_number": ((), "1", "space-group number of the input structure", -1),
     "space_group_number_relaxed": ((), "1", "space-group number after relaxation with the model", -1),
     "relax_steps": ((), "1", "relaxation steps taken", -1),
