@@ -351,43 +351,9 @@ def kappa(
         fail(f"every material failed ({len(ids)})")
 
 
-@app.command()
-def plot(
-    results: Annotated[list[Path], typer.Argument(help="Results netCDF file(s) written by `pft-eval phonons`; several (e.g. before and after fine-tuning) are drawn over one reference.")],
-    material: Annotated[Optional[str], typer.Option(help="Material id (default: the first that succeeded in the first file).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Figure file (.png, .pdf, .svg); default: <first results>-<material>.png.")] = None,
-) -> None:
-    """Band structure (models vs the reference, labelled high-symmetry points) with DOS, from the netCDF alone."""
-    import xarray as xr
+from cli.plot import plot  # noqa: E402
 
-    from phonon_eval.plots import plot_bands
-
-    for path in results:
-        if not path.is_file():
-            fail(f"{path}: no such results file")
-    with reported(OSError, ValueError, KeyError):
-        # opened lazily: only the material drawn is read, however large the files
-        datasets = [xr.open_dataset(path) for path in results]
-        if material is None:
-            first = datasets[0]
-            ok = [str(m) for m, s in zip(first["material"].values, first["status"].values) if s == "ok"]
-            if not ok:
-                raise ValueError(f"{results[0]}: no material succeeded, nothing to plot")
-            material = ok[0]
-        # a file's own name says "before" or "after" better than the model name when they differ
-        names = [_model_name(ds) for ds in datasets]
-        if len(set(names)) < len(names):
-            names = [path.stem for path in results]
-        fig = plot_bands(datasets, material, model_name=names)
-        out = out or results[0].with_name(f"{results[0].stem}-{material}.png")
-        fig.savefig(out, dpi=150)
-    console.print(f"wrote {out}")
-
-
-def _model_name(ds) -> str:
-    name = str(ds.attrs.get("model", "model"))
-    # files written before `model_kind` existed hold the model's path
-    return name if "model_kind" in ds.attrs else Path(name).stem
+app.command()(plot)
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ _EXPORTS = {
     "hessian_columns": "potential",
     "hessian_vector_product": "potential",
     "load_potential": "checkpoint",
+    "material": "access",
+    "MaterialNotFoundError": "access",
     "Nequix": "nequix",
     "NequixConfig": "nequix",
     "PhononSettings": "phonons",
@@ -74,6 +76,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__
+    from phonon_eval.access import MaterialNotFoundError, material
     from phonon_eval.checkpoint import CheckpointError, convert, load_potential, save_potential
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.force_constants import analytic_force_constants, finite_force_constants

@@ -70,7 +70,7 @@ def test_plot_from_the_netcdf_alone(tmp_path, tiny_ckpt):
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     res = runner.invoke(app, ["plot", str(out), "--material", "nope"])
-    assert res.exit_code == 1 and "not in the results" in res.output
+    assert res.exit_code == 1 and "no material nope in" in res.output and "known: CuAu-L10" in res.output
 
     # several results over one reference; one from another material setting is refused
     other = tmp_path / "other.nc"
