@@ -40,6 +40,12 @@ def finetune(
     config: Annotated[Optional[Path], typer.Option(help="TOML file of training settings; command-line options override it.")] = None,
     symmetry_sampling: Annotated[bool, typer.Option("--symmetry-sampling", help="Draw only symmetry-independent columns, weighted by multiplicity.")] = False,
     cycle_columns: Annotated[bool, typer.Option("--cycle-columns", help="Visit every independent column of every structure once per epoch.")] = False,
+    probe: Annotated[Optional[str], typer.Option(help=(
+        "What each structure's one HVP is taken along: column (a Hessian column, drawn as the options above say; "
+        "default), rademacher (random signs on all 3N coordinates) or symmetry (random signs over the symmetry "
+        "classes of columns, weighted by the square root of their multiplicity). The projections estimate the "
+        "squared Hessian error without bias; see the README."), show_default=False)] = None,
+    hessian_loss: Annotated[Optional[str], typer.Option(help="mae (the seed's, columns only) or mse (default for the projections).", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 10).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Phonon structures per step (default 4).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4).")] = None,
@@ -73,13 +79,14 @@ def finetune(
         fail(f"{config}: unknown settings {', '.join(sorted(unknown))}", EXIT_USAGE)
     overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings.update({k: v for k, v in {"probe": probe, "hessian_loss": hessian_loss}.items() if v is not None})
     if symmetry_sampling:
         settings["sampler"] = "symmetry"
     elif cycle_columns:
         settings["sampler"] = "cycle"
     try:
         train_config = TrainConfig(**settings)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         fail(f"bad training settings: {err}", EXIT_USAGE)
     spec = RunSpec(
         out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,

@@ -25,6 +25,7 @@ import numpy as np
 
 from finetune.force_constants import CompactForceConstants, compact_force_constants, hessian_column
 from finetune.loss import Batch
+from finetune.probes import PROBES, draw_probe, force_constant_product
 from finetune.samplers import ColumnSampler, SamplerKind, make_sampler
 from phonon_eval.graph import bucket, count_edges
 from phonon_eval.potential import Potential
@@ -33,8 +34,9 @@ from phonon_eval.symmetry import ColumnSet, SupercellSymmetry
 
 __all__ = ["Example", "ExampleSource", "phonon_examples", "upstream_example", "upstream_examples", "read_frames", "Batcher", "Columns"]
 
-Columns = list[tuple[int, int, float]]
-"""(atom, direction, weight) of the column each structure of a batch supervises."""
+Columns = list[tuple[int, int, float] | np.ndarray]
+"""What each structure of a batch supervises: (atom, direction, weight) of a Hessian column, or
+a projection probe v (N, 3) (`finetune.probes`)."""
 
 
 @dataclasses.dataclass
@@ -156,16 +158,22 @@ class Batcher:
         potential: gives species and cutoff for the graphs (built per batch).
         examples: the examples, in memory or read on demand (an `ExampleSource`).
         batch_size: structures per batch (short batches are padded with masked copies).
+        probe: what each phonon structure's HVP is taken along (`finetune.probes.PROBES`): a
+            column drawn by its sampler, or a projection probe drawn here.
         max_padding: a size bucket joins the next larger one (same atom count) when padding its
             edges that far costs at most this factor. Every group is one compilation of the step,
             which on CPU takes far longer than the padded work it saves on a small dataset.
     """
 
     def __init__(
-        self, potential: Potential, examples: Sequence[Example] | ExampleSource, batch_size: int, max_padding: float = 1.5
+        self, potential: Potential, examples: Sequence[Example] | ExampleSource, batch_size: int, max_padding: float = 1.5,
+        probe: str = "column",
     ):
         if not len(examples):
             raise ValueError("no examples to batch")
+        if probe not in PROBES:
+            raise ValueError(f"unknown probe {probe!r} ({', '.join(PROBES)})")
+        self.probe = probe
         self.examples = examples
         self.batch_size = batch_size
         self.potential = potential
@@ -208,13 +216,19 @@ class Batcher:
             yield orders[g][k : k + self.batch_size].tolist()
 
     def draw(self, indices: Sequence[int], rng: np.random.Generator) -> Columns | None:
-        """The column each structure of `indices` supervises, from its sampler (None: no columns)."""
+        """What each structure of `indices` supervises: a column from its sampler, or a
+        projection probe (None: no phonon data)."""
         if not self.has_columns:
             return None
-        out = []
+        out: Columns = []
         for i in indices:
-            sampler = self.examples[i].sampler
-            out.append(sampler.draw(rng) if sampler is not None else (0, 0, 0.0))
+            ex = self.examples[i]
+            if ex.force_constants is None or (self.probe == "column" and ex.sampler is None):
+                out.append((0, 0, 0.0))
+            elif self.probe == "column":
+                out.append(ex.sampler.draw(rng))
+            else:
+                out.append(draw_probe(self.probe, len(ex.atoms), ex.classes, rng))
         return out
 
     def make(
@@ -251,10 +265,16 @@ class Batcher:
             graphs.append(self.potential.graph(ex.atoms, n_nodes=n_nodes, n_edges=n_edges) if k < n_real else graphs[-1])
             w = 0.0
             if ex.force_constants is not None and columns is not None:
-                atom, direction, *rest = columns[min(k, n_real - 1)]  # a masked copy repeats the last
-                w = float(rest[0]) if rest else 1.0
-                vector[k, atom, direction] = 1.0
-                column[k, :n] = hessian_column(ex.force_constants, atom, direction)
+                probe = columns[min(k, n_real - 1)]  # a masked copy repeats the last
+                if isinstance(probe, np.ndarray):
+                    w = 1.0
+                    vector[k, :n] = probe
+                    column[k, :n] = force_constant_product(ex.force_constants, probe)
+                else:
+                    atom, direction, *rest = probe
+                    w = float(rest[0]) if rest else 1.0
+                    vector[k, atom, direction] = 1.0
+                    column[k, :n] = hessian_column(ex.force_constants, atom, direction)
             weight.append(w)
         graph = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *graphs)  # one transfer per leaf
         return Batch(

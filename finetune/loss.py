@@ -6,7 +6,9 @@ the Hessian column costs one HVP and the Hessian is never materialised:
 
     L = λE |Ê/N − E/N| + λF (1/N) Σ_a |F̂_a − F_a|² + λσ (1/9) Σ_ij |σ̂_ij − σ_ij| + λΦ (1/3N) Σ |Ĥv − Φv|
 
-(the seed's definitions). A batch is several structures padded to one shape and vmapped.
+(the seed's definitions, with v a Hessian column). For the projection probes of
+`finetune.probes` the Hessian term is squared instead, ‖Ĥv − Φv‖² / (3N ‖v‖²) ("mse"). A batch
+is several structures padded to one shape and vmapped.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def _predict(potential: Potential, graph: Graph, positions: jax.Array, cell: jax
 
 
 def structure_terms(
-    potential: Potential, graph: Graph, positions, cell, n_atoms, energy, forces, stress, vector, column, with_column=True
+    potential: Potential, graph: Graph, positions, cell, n_atoms, energy, forces, stress, vector, column,
+    with_column=True, hessian_loss="mae",
 ):
     """Per-structure loss terms (LE, LF, Lσ, LΦ), before weights."""
     e, f, s, hv = _predict(potential, graph, positions, cell, vector if with_column else None)
@@ -90,18 +93,24 @@ def structure_terms(
     le = jnp.abs(e - energy) / n_atoms
     lf = jnp.sum(jnp.where(node, (f - forces) ** 2, 0.0)) / n_atoms
     ls = jnp.mean(jnp.abs(s - stress))
-    lphi = jnp.sum(jnp.where(node, jnp.abs(hv - column), 0.0)) / (3 * n_atoms)
+    if hessian_loss == "mae":
+        lphi = jnp.sum(jnp.where(node, jnp.abs(hv - column), 0.0)) / (3 * n_atoms)
+    else:  # a structure without a probe has v = 0: its term is 0, not 0 / 0
+        norm = jnp.maximum(jnp.sum(vector**2), 1.0)
+        lphi = jnp.sum(jnp.where(node, (hv - column) ** 2, 0.0)) / (3 * n_atoms * norm)
     return jnp.stack([le, lf, ls, lphi])
 
 
 def batch_loss(
-    potential: Potential, batch: Batch, weights: jax.Array, with_column: bool = True
+    potential: Potential, batch: Batch, weights: jax.Array, with_column: bool = True, hessian_loss: str = "mae"
 ) -> tuple[jax.Array, jax.Array]:
     """Weighted loss averaged over the real structures, and the mean terms (4,) for logging.
 
-    `with_column=False` (static) drops the HVP for batches without columns (co-training).
+    `with_column=False` (static) drops the HVP for batches without columns (co-training);
+    `hessian_loss` (static) is "mae" (the seed's, for columns) or "mse" (`finetune.probes`).
     """
-    terms = jax.vmap(partial(structure_terms, with_column=with_column), in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+    one = partial(structure_terms, with_column=with_column, hessian_loss=hessian_loss)
+    terms = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
         potential,
         batch.graph,
         batch.positions,

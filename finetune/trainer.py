@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from finetune.data import Batcher, Columns, Example, ExampleSource
 from finetune.force_constants import hessian_column
 from finetune.loss import LossWeights, batch_errors, batch_loss
+from finetune.probes import hessian_loss_for
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import save_potential
 from phonon_eval.potential import Potential, hessian_columns
@@ -56,6 +57,8 @@ class TrainConfig:
     grad_clip_norm: float = 100.0
     ema_decay: float = 0.999
     sampler: str = "uniform"  # "symmetry" with --symmetry-sampling, or "cycle"
+    probe: str = "column"  # or "rademacher", "symmetry" (finetune.probes)
+    hessian_loss: str = ""  # "mae" or "mse"; "": mae for columns, mse for the projections
     energy_weight: float = 0.0
     force_weight: float = 20.0
     stress_weight: float = 5.0
@@ -66,6 +69,11 @@ class TrainConfig:
     cotrain_stress_weight: float = 50.0
     cotrain_batch_size: int = 4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        hessian_loss_for(self.probe, self.hessian_loss)  # raises for an unknown or biased choice
+        if self.probe != "column" and self.sampler != "uniform":
+            raise ValueError(f"the {self.sampler} sampler draws columns; the {self.probe} probe draws its own vectors")
 
     def phonon_weights(self) -> LossWeights:
         return LossWeights(self.energy_weight, self.force_weight, self.stress_weight, self.hessian_weight)
@@ -120,9 +128,9 @@ def _place(tree: Any, where: jax.sharding.Sharding | jax.Device) -> Any:
 
 
 @eqx.filter_jit
-def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column, replicated):
+def _step(potential, opt_state, ema, batch, weights, decay, opt, with_column, hessian_loss, replicated):
     def loss_fn(p):
-        return batch_loss(p, batch, weights, with_column)
+        return batch_loss(p, batch, weights, with_column, hessian_loss)
 
     (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(potential)
     updates, opt_state = opt.update(grads, opt_state, _params(potential))
@@ -201,7 +209,8 @@ class Trainer:
         check_devices(devices, config, bool(len(train)), bool(len(cotrain)))
         self.config = config
         self.devices = devices
-        self.train = Batcher(potential, train, config.batch_size) if len(train) else None
+        self.hessian_loss = hessian_loss_for(config.probe, config.hessian_loss)
+        self.train = Batcher(potential, train, config.batch_size, probe=config.probe) if len(train) else None
         self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if len(cotrain) else None
         self.val = list(val)
         self.cotrain_val = Batcher(potential, cotrain_val, config.cotrain_batch_size) if len(cotrain_val) else None
@@ -246,7 +255,7 @@ class Trainer:
         dtype = batch.positions.dtype
         self.potential, self.opt_state, self.ema, loss, terms = _step(
             self.potential, self.opt_state, self.ema, batch, jnp.asarray(weights, dtype),
-            jnp.asarray(self._ema_decay(), dtype), self.opt, with_column, self._replicated,
+            jnp.asarray(self._ema_decay(), dtype), self.opt, with_column, self.hessian_loss, self._replicated,
         )
         self.step += 1
         return float(loss), np.asarray(terms)
