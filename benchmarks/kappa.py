@@ -8,9 +8,10 @@ compiled function over one shared neighbour graph (`batched_forces`, in chunks) 
 supercell at a time through the ASE calculator (`atoms.calc = potential.calculator()`, as the
 Matbench Discovery scripts do; it also computes energy and stress on every call, as it does for
 any ASE user), both after a warm-up call that compiles, their ratio b/a, and the largest force
-difference. Then the time split of one `evaluate_material` run with `--model` and the Matbench
-protocol (relax, fc2 and fc3 forces, phono3py's force constants, Wigner κ at 300 K on the
-mesh; no reference, so no metrics).
+difference. Then κ of NaCl with `--model` three ways, each one run with its time split (relax,
+fc2 and fc3 forces, phono3py's force constants, Wigner κ at 300 K on the mesh) and its ratio to
+the first: the plain per-structure ASE loop of the Matbench script, `pft-eval kappa`'s full
+route (protocol `matbench`) and its fast route (protocol `fast`: random displacements + symfc).
 
     python benchmarks/kappa.py [--model PATH] [--mesh 19] [--chunk 8]
 """
@@ -29,6 +30,7 @@ from phono3py import Phono3py
 
 import phonon_eval as pe
 from phonon_eval.kappa import KappaMaterial, KappaSettings, evaluate_material
+from phonon_eval.provider import as_provider
 from phonon_eval.records import ase_from_phonopy, phonopy_from_ase
 
 
@@ -57,22 +59,68 @@ def main() -> None:
     potential = pe.load_potential(args.model)
     compare_forces(Path(args.model).stem, potential, supercell, positions, args.chunk)
 
-    settings = KappaSettings(mesh=(args.mesh,) * 3)
     material = KappaMaterial(id="NaCl", unitcell=unitcell, fc3_supercell=smat, fc2_supercell=smat, primitive_matrix="F")
-    t = time.perf_counter()
-    row = evaluate_material(potential, material, settings)
-    total = time.perf_counter() - t
-    print(
-        f"evaluate_material with {Path(args.model).stem}, Matbench protocol ({settings.method}, isotopes, "
-        f"{args.mesh}^3 mesh, 300 K): status {row['status']} {row['error']}, "
-        f"κ = {row.get('kappa', [np.nan])[0]:.2f} W/m-K"
-    )
-    print(f"  relaxation: {row['relax_steps']} FIRE steps, converged {bool(row['relax_converged'])}")
-    print(f"  {row['n_fc2_supercells']} fc2 + {row['n_fc3_supercells']} fc3 displaced supercells")
-    for name in ("relax", "setup", "fc2", "fc3", "force_constants", "conductivity"):
-        seconds = row.get(f"time_{name}", np.nan)
-        print(f"  {name:16s} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
-    print(f"  {'total':16s} {total:7.2f} s   peak memory {peak_rss_mb():.0f} MB")
+    settings = KappaSettings(mesh=(args.mesh,) * 3)
+    print(f"\nκ of NaCl with {Path(args.model).stem}, {settings.method}, isotopes, {args.mesh}^3 mesh, 300 K, one run each:")
+    loop_row, loop_total = ase_loop(potential, material, settings)
+    routes = [("ASE loop (Matbench script)", loop_row, loop_total)]
+    for name, protocol in (("full route (matbench)", "matbench"), ("fast route (fast)", "fast")):
+        t = time.perf_counter()
+        row = evaluate_material(potential, material, KappaSettings.from_protocol(protocol, mesh=settings.mesh))
+        routes.append((name, row, time.perf_counter() - t))
+    steps = ("relax", "fc2", "fc3", "force_constants", "conductivity")
+    print(f"{'':28s} {'supercells':>10s} " + " ".join(f"{s:>15s}" for s in steps) + f" {'total s':>8s} {'/loop':>6s} {'κ W/m-K':>8s} {'κ/κ_full':>8s}")
+    kappa_full = routes[1][1]["kappa"][0]
+    for name, row, total in routes:
+        cells = f"{row['n_fc2_supercells']}+{row['n_fc3_supercells']}"
+        split = " ".join(f"{row[f'time_{s}']:15.1f}" for s in steps)
+        kappa = row["kappa"][0]
+        print(f"{name:28s} {cells:>10s} {split} {total:8.1f} {total / loop_total:6.2f} {kappa:8.3f} {kappa / kappa_full:8.4f}")
+    print(f"peak memory {peak_rss_mb():.0f} MB")
+
+
+def ase_loop(potential: pe.Potential, material: KappaMaterial, settings: KappaSettings) -> tuple[dict, float]:
+    """κ as the Matbench Discovery script makes it: the same relaxation, then every displaced
+    supercell through the model's ASE calculator one at a time, phono3py for the rest."""
+    from phonon_eval.kappa import produce_force_constants, run_conductivity
+    from phonon_eval.relax import relax
+
+    times, t0 = {}, time.perf_counter()
+    last = t0
+
+    def tick(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        times[f"time_{name}"], last = now - last, now
+
+    calc = potential.calculator()
+    relaxed = relax(potential, material.unitcell, fmax=settings.fmax, steps=settings.relax_steps, symprec=settings.symprec).atoms
+    tick("relax")
+    ph3 = Phono3py(phonopy_from_ase(relaxed), supercell_matrix=material.fc3_supercell, primitive_matrix=material.primitive_matrix,
+                   phonon_supercell_matrix=material.fc2_supercell, symprec=settings.symprec)
+    ph3.generate_displacements(distance=settings.displacement)
+
+    def forces(cells) -> np.ndarray:
+        out = []
+        for cell in cells:
+            atoms = ase_from_phonopy(cell)
+            atoms.calc = calc
+            out.append(atoms.get_forces())
+        return np.array(out)
+
+    ph3.phonon_forces = forces(ph3.phonon_supercells_with_displacements)
+    tick("fc2")
+    ph3.forces = forces(ph3.supercells_with_displacements)
+    tick("fc3")
+    produce_force_constants(ph3, settings.fc_symmetrization)
+    tick("force_constants")
+    ph3.mesh_numbers = list(settings.mesh)
+    ph3.init_phph_interaction()
+    kappa = run_conductivity(ph3, settings).kappa
+    tick("conductivity")
+    row = {"kappa": kappa, "n_fc2_supercells": len(ph3.phonon_supercells_with_displacements),
+           "n_fc3_supercells": len(ph3.supercells_with_displacements), **times}
+    return row, time.perf_counter() - t0
 
 
 def _seconds(fn):
@@ -84,8 +132,11 @@ def _seconds(fn):
 def compare_forces(name: str, potential: pe.Potential, supercell: ase.Atoms, positions: np.ndarray, chunk: int) -> None:
     """Print the seconds for all forces, batched and one at a time through ASE, and the ratio."""
 
-    def batched(n: int) -> np.ndarray:
-        return pe.batched_forces(potential, supercell, positions[:n], skin=0.2, chunk=chunk)
+    provider = as_provider(potential)
+    provider.chunk = chunk
+
+    def batched(n: int) -> np.ndarray:  # as the evaluator calls it
+        return provider.forces(supercell, positions[:n])
 
     def one_at_a_time(n: int) -> np.ndarray:
         calc = potential.calculator()

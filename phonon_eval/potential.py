@@ -271,7 +271,7 @@ def batched_forces(
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 3 or positions.shape[1:] != (len(atoms), 3):
         raise ValueError(f"positions must have shape (B, {len(atoms)}, 3), got {positions.shape}")
-    moved = np.abs(positions - atoms.positions[None]).max() if len(positions) else 0.0
+    moved = np.linalg.norm(positions - atoms.positions[None], axis=-1).max() if len(positions) else 0.0
     if moved >= skin / 2:
         raise ValueError(f"an atom moves {moved:.3f} Å, more than skin / 2 = {skin / 2:.3f} Å")
     graph = potential.graph(atoms, skin=skin)

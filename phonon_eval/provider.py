@@ -192,7 +192,8 @@ class JaxPotential(ForceProvider):
         from phonon_eval.potential import batched_forces, precision
 
         positions = np.asarray(positions, dtype=np.float64)
-        moved = float(np.abs(positions - atoms.positions[None]).max()) if len(positions) else 0.0
+        # the length of each atom's displacement: random ones are not along an axis
+        moved = float(np.linalg.norm(positions - atoms.positions[None], axis=-1).max()) if len(positions) else 0.0
         with precision(self.dtype):
             # no pair distance changes by more than 2x the largest displacement, so that skin keeps
             # every neighbour of every copy; a wider one would only add edges (the cost of a large
