@@ -17,6 +17,12 @@ reach the level all of them reach.
     python benchmarks/finetune.py [--steps 5] [--max-gb 8]
     python benchmarks/finetune.py --curve [--steps 5]
     python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
+    python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16]
+
+With --probes: on distorted EMT alloys (`generate.low_symmetry_materials`, 12 column classes per
+supercell), the variance of the per-HVP parameter gradient around the full-Hessian gradient of
+the same loss, and the validation Hessian MAE after every step, for the column probe (the seed's
+mae loss and the mse one) and the rademacher and symmetry projections (`finetune.probes`).
 """
 
 from __future__ import annotations
@@ -94,6 +100,84 @@ def sampling(epochs: int, seeds: int) -> None:
           f"cycle / uniform = {reach['cycle'] / reach['uniform']:.2f}")
 
 
+def _flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))])
+
+
+def probes(epochs: int, seeds: int, n_train: int, draws: int) -> None:
+    """Gradient variance per HVP and steps to a target validation Hessian MAE, per probe kind,
+    on distorted (low-symmetry) EMT alloys made by the project's generator."""
+    import tempfile
+
+    from ase.calculators.emt import EMT
+
+    from finetune.probes import hessian_loss_for
+    from finetune.trainer import TrainConfig, Trainer
+    from phonon_eval.generate import generate_record, low_symmetry_materials
+
+    folder = Path(tempfile.mkdtemp(prefix="pft-lowsym-"))
+    records = [pe.read_record(generate_record(m, EMT(), folder)) for m in low_symmetry_materials(n_train + 2)]
+    train_records, val_records = records[:n_train], records[n_train:]
+    val = phonon_examples(val_records)
+    numbers = sorted({int(z) for r in records for z in r.unitcell.numbers})
+    config = pe.NequixConfig(atomic_numbers=tuple(numbers), cutoff=4.5, hidden_irreps="16x0e + 8x1o + 4x2e", lmax=2,
+                             n_layers=2, radial_basis_size=8, radial_mlp_size=32, avg_n_neighbors=40.0)
+
+    def start(seed: int) -> pe.Potential:
+        return pe.Potential(model=pe.Nequix(config, key=jax.random.key(seed)), atomic_numbers=config.atomic_numbers, cutoff=4.5)
+
+    examples = phonon_examples(train_records)
+    print("distorted EMT alloys (column classes of the 32-atom supercell):")
+    print("  " + ", ".join(f"{e.id} ({len(e.classes)})" for e in examples) + f"; validation: {', '.join(e.id for e in val)}")
+
+    # 1. variance of the per-HVP gradient around the full-Hessian gradient of the same loss, at
+    # the start; the full gradient is exact from the class representatives (equal within a class)
+    weights = jnp.asarray(LossWeights(0.0, 0.0, 0.0, 1.0))
+    grad = {loss: eqx.filter_jit(eqx.filter_grad(lambda p, b, loss=loss: batch_loss(p, b, weights, True, loss)[0]))
+            for loss in ("mae", "mse")}
+    potential, rng = start(0), np.random.default_rng(0)
+    kinds = [("column", "mae"), ("column", "mse"), ("rademacher", "mse"), ("symmetry", "mse")]
+    variance: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+    for ex in examples:
+        batcher = Batcher(potential, [ex], 1)
+        n3 = 3 * len(ex.atoms)
+        full = {loss: sum(m / n3 * _flat(grad[loss](potential, batcher.make([0], columns=[(a, d)])))
+                          for a, d, m in zip(ex.classes.atoms, ex.classes.directions, ex.classes.multiplicity))
+                for loss in ("mae", "mse")}
+        for probe, loss in kinds:
+            draw = Batcher(potential, [ex], 1, probe=probe)
+            gs = [_flat(grad[loss](potential, draw.make([0], rng))) for _ in range(draws)]
+            variance[(probe, loss)].append(np.mean([np.sum((g - full[loss]) ** 2) for g in gs]) / np.sum(full[loss] ** 2))
+    print(f"gradient variance per HVP / |full-Hessian gradient|^2 (start of training, {draws} draws per structure, mean over structures):")
+    for (probe, loss), v in variance.items():
+        print(f"  {probe:10s} {loss}: {np.mean(v):8.3f}   (structures: {', '.join(f'{x:.2f}' for x in v)})")
+
+    # 2. validation Hessian MAE after every step (one HVP per structure per step for every kind)
+    curves: dict[str, list[np.ndarray]] = {}
+    for probe, loss in kinds:
+        for seed in range(seeds):
+            cfg = TrainConfig(epochs=epochs, batch_size=2, learning_rate=3e-3, schedule="constant", ema_decay=0.0,
+                              force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed, probe=probe,
+                              hessian_loss=loss)
+            trainer = Trainer(start(seed), cfg, examples, val)
+            curve = [trainer.validate()["val_hessian_mae"]]
+            for _ in range(epochs):
+                trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
+            curves.setdefault(f"{probe}/{loss}", []).append(np.array(curve))
+    mean = {k: np.mean(v, axis=0) for k, v in curves.items()}
+    per_epoch = trainer.steps_per_epoch
+    print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam 3e-3:")
+    print("  step " + " ".join(f"{k:>16s}" for k in mean))
+    for step in range(0, epochs * per_epoch + 1, per_epoch):
+        print(f"{step:6d} " + " ".join(f"{mean[k][step]:16.4f}" for k in mean))
+    target = max(m.min() for m in mean.values())  # the level every kind's mean curve reaches
+    reach = {k: int(np.argmax(m <= target)) for k, m in mean.items()}
+    spread = {k: [int(np.argmax(c <= target)) if (c <= target).any() else None for c in v] for k, v in curves.items()}
+    print(f"steps to reach {target:.4f} (mean curve; per seed): " + "; ".join(f"{k} {reach[k]} {spread[k]}" for k in reach))
+    best = min((k for k in reach if not k.startswith("column")), key=reach.get)
+    print(f"best projection {best}: steps-to-target / column (mae, the seed's) = {reach[best] / max(reach['column/mae'], 1):.2f}")
+
+
 def _si64():
     """The mp-149 record's 64-atom supercell example and a random small Nequix for it."""
     record = pe.read_record(shared_dir() / "data" / "mdr" / "mp-149.yaml")
@@ -155,7 +239,13 @@ def main() -> None:
     parser.add_argument("--sampling", action="store_true", help="compare column samplers on data/emt instead")
     parser.add_argument("--epochs", type=int, default=8, help="with --sampling")
     parser.add_argument("--seeds", type=int, default=3, help="with --sampling")
+    parser.add_argument("--probes", action="store_true", help="compare Hessian probes on distorted EMT alloys instead")
+    parser.add_argument("--records", type=int, default=6, help="with --probes: training records")
+    parser.add_argument("--draws", type=int, default=16, help="with --probes: probe draws per structure for the variance")
     args = parser.parse_args()
+    if args.probes:
+        probes(args.epochs, args.seeds, args.records, args.draws)
+        return
     if args.sampling:
         sampling(args.epochs, args.seeds)
         return

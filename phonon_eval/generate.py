@@ -447,6 +447,28 @@ def emt_materials() -> list[Material]:
     return materials
 
 
+def low_symmetry_materials(count: int = 8, seed: int = 0, strain: float = 0.03, rattle: float = 0.05) -> list[Material]:
+    """Distorted alloys whose supercells have many classes of Hessian columns (a hard case for
+    one-column probes): the L1_2 and L1_0 cells of `emt_materials`, in turn, under a random
+    strain (each component uniform in ±`strain`) with every atom moved by up to `rattle` Å, and
+    only the positions relaxed in that fixed cell (the strain is what keeps the symmetry low).
+
+    Returns:
+        `count` materials with ids like "Cu3Au-L12-d0", 2x2x2 supercells (32 atoms).
+    """
+    rng = np.random.default_rng(seed)
+    alloys = [m for m in emt_materials() if "-L1" in m.id]
+    out = []
+    for k in range(count):
+        base = alloys[k % len(alloys)]
+        atoms = base.atoms.copy()
+        deform = np.eye(3) + rng.uniform(-strain, strain, (3, 3))
+        atoms.set_cell(atoms.cell.array @ deform, scale_atoms=True)
+        atoms.positions += rng.uniform(-rattle, rattle, atoms.positions.shape)
+        out.append(Material(f"{base.id}-d{k}", atoms, base.supercell_matrix, "none", None))
+    return out
+
+
 KAPPA_IDS = ("Cu-fcc",)
 """The κ demo: one small material (fcc Cu, 37 fc3 supercells of 32 atoms)."""
 

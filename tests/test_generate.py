@@ -191,3 +191,18 @@ def test_kappa_record_is_a_phono3py_record(tmp_path):
     assert json.loads((tmp_path / "split.json").read_text()) == {"test": ["Cu-fcc"]}
     material = KappaMaterial.from_record(committed)
     assert material.id == "Cu-fcc" and len(material.unitcell) == 4
+
+
+def test_low_symmetry_materials_have_many_column_classes(tmp_path):
+    """The probes' hard case: distorted alloys whose supercells keep inversion only (P-1), so a
+    32-atom supercell has 12 classes of Hessian columns instead of 1 to 4, with relaxed forces."""
+    from phonon_eval.generate import low_symmetry_materials
+    from phonon_eval.symmetry import SupercellSymmetry
+
+    for material in low_symmetry_materials(2):
+        record = read_record(generate_record(material, EMT(), tmp_path))
+        symmetry = SupercellSymmetry.from_atoms(record.supercell())
+        assert symmetry.number == 2 and len(symmetry.column_orbits()) == 12, material.id
+        atoms = record.unitcell.copy()
+        atoms.calc = EMT()
+        assert np.abs(atoms.get_forces()).max() < 1e-4
