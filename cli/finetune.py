@@ -46,6 +46,15 @@ def finetune(
         "classes of columns, weighted by the square root of their multiplicity). The projections estimate the "
         "squared Hessian error without bias; see the README."), show_default=False)] = None,
     hessian_loss: Annotated[Optional[str], typer.Option(help="mae (the seed's, columns only) or mse (default for the projections).", show_default=False)] = None,
+    val_every: Annotated[Optional[int], typer.Option(help=(
+        "Every N epochs (and before training), evaluate ω_max, S, F and C_V of the validation records with the "
+        "EMA weights (analytic force constants at the records' geometry) against their DFT ones; MAEs at 300 K "
+        "go to the metrics file and the log. Default 0: never."), show_default=False)] = None,
+    select_by: Annotated[Optional[str], typer.Option(help=(
+        "Keep the checkpoint that is best by this validation metric as <out stem>.best<suffix> beside the last one: "
+        "val_hessian_mae, val_force_mae, val_energy_mae, val_omega_max_mae, val_entropy_mae, val_free_energy_mae, "
+        "val_heat_capacity_mae, or val_property_ratio (the worst ratio of a property MAE to the starting model's: "
+        "the best checkpoint that makes no property worse, the starting model if none does)."), show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 10).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Phonon structures per step (default 4).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4).")] = None,
@@ -79,7 +88,8 @@ def finetune(
         fail(f"{config}: unknown settings {', '.join(sorted(unknown))}", EXIT_USAGE)
     overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    settings.update({k: v for k, v in {"probe": probe, "hessian_loss": hessian_loss}.items() if v is not None})
+    given = {"probe": probe, "hessian_loss": hessian_loss, "val_every": val_every, "select_by": select_by}
+    settings.update({k: v for k, v in given.items() if v is not None})
     if symmetry_sampling:
         settings["sampler"] = "symmetry"
     elif cycle_columns:

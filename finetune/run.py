@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from finetune.data import Example, ExampleSource, phonon_examples
 from finetune.frames import FrameSource
 from finetune.trainer import TrainConfig, Trainer, check_devices
+from finetune.validation import PROPERTY_METRICS, RATIO, property_errors, property_ratio
 from phonon_eval.atomic import atomic_write
 from phonon_eval.checkpoint import load_potential
 from phonon_eval.datasets import Dataset
@@ -90,6 +91,17 @@ def init_potential(arch: dict, frames: Sequence[Example] | ExampleSource, seed: 
     return Potential(model=model, atomic_numbers=config.atomic_numbers, cutoff=cutoff, source="init")
 
 
+def _check_selection(config: TrainConfig) -> None:
+    """Refuse a --select-by metric that the run will not measure."""
+    if config.val_every < 0:
+        raise ValueError(f"val_every must be >= 0 epochs, got {config.val_every}")
+    known = ["val_hessian_mae", "val_energy_mae", "val_force_mae", *PROPERTY_METRICS, RATIO]
+    if config.select_by and config.select_by not in known:
+        raise ValueError(f"unknown select_by metric {config.select_by!r}; known: {', '.join(known)}")
+    if config.select_by in (*PROPERTY_METRICS, RATIO) and not config.val_every:
+        raise ValueError(f"select_by {config.select_by} is a phonon-property metric: set val_every (--val-every) too")
+
+
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     buf = io.StringIO()
     keys = list(dict.fromkeys(k for row in history for k in row))
@@ -112,8 +124,10 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     if potential is None:
         potential = init_potential(arch, cotrain, config.seed)
 
+    _check_selection(config)
     train: list[Example] = []
     val: list[Example] = []
+    val_records: list = []
     data: dict[str, str | None] = {}
     if spec.dataset is not None:
         dataset = Dataset(spec.dataset)
@@ -122,6 +136,8 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
         )
         if spec.val_split:
             val = phonon_examples(dataset.records(spec.val_split), "uniform", dtype=potential.dtype)
+            if config.val_every:  # the property evaluator needs the records themselves (few)
+                val_records = list(dataset.records(spec.val_split))
         data = {"split": spec.split, "val_split": spec.val_split}
     # name an unknown element before any compilation
     for ex in train + val:
@@ -144,8 +160,29 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     if spec.resume and state.is_file():
         trainer.load_state(state)
         console.print(f"resumed from {state} at epoch {trainer.epoch}, step {trainer.step}")
+    best = spec.out.with_name(f"{spec.out.stem}.best{spec.out.suffix}")
+
+    def validate() -> dict[str, float]:
+        metrics = trainer.validate()
+        if val_records and trainer.epoch % config.val_every == 0:
+            metrics.update(property_errors(trainer.local_ema(), val_records))
+            start = trainer.history[0] if trainer.history else metrics
+            metrics[RATIO] = property_ratio(metrics, start)
+            console.print(f"epoch {trainer.epoch}: " + ", ".join(
+                f"{name[4:-4]} {metrics[name]:.3f} {unit}" for name, (_, unit) in PROPERTY_METRICS.items()
+            ) + f" (MAE on {len(val_records)} validation records; worst / start {metrics[RATIO]:.2f})", highlight=False)
+        return metrics
+
+    def keep_best(metrics: dict[str, float]) -> None:
+        if not config.select_by or not np.isfinite(metrics.get(config.select_by, np.nan)):
+            return
+        earlier = [row[config.select_by] for row in trainer.history[:-1] if np.isfinite(row.get(config.select_by, np.nan))]
+        if not earlier or metrics[config.select_by] < min(earlier):
+            trainer.save_model(best, {"source_model": str(spec.model or spec.init), "selected_by": config.select_by})
+
     if trainer.epoch == 0 and not trainer.history:
-        trainer.history.append({"epoch": 0, "step": 0, **trainer.validate()})
+        trainer.history.append({"epoch": 0, "step": 0, **validate()})
+        keep_best(trainer.history[-1])
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not progress) as bar:
@@ -154,8 +191,9 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
             bar.update(task, description=f"pft epoch {trainer.epoch + 1}/{config.epochs}")
             stats = trainer.train_epoch(on_step=lambda s: bar.advance(task))
             trainer.epoch += 1
-            trainer.history.append({"epoch": trainer.epoch, "step": trainer.step, **stats, **trainer.validate()})
+            trainer.history.append({"epoch": trainer.epoch, "step": trainer.step, **stats, **validate()})
             trainer.save_model(spec.out, {"source_model": str(spec.model or spec.init)})
+            keep_best(trainer.history[-1])
             trainer.save_state(state)
             if spec.metrics:
                 _write_metrics(spec.metrics, trainer.history)

@@ -59,6 +59,8 @@ class TrainConfig:
     sampler: str = "uniform"  # "symmetry" with --symmetry-sampling, or "cycle"
     probe: str = "column"  # or "rademacher", "symmetry" (finetune.probes)
     hessian_loss: str = ""  # "mae" or "mse"; "": mae for columns, mse for the projections
+    val_every: int = 0  # epochs between phonon-property validations (finetune.validation); 0: never
+    select_by: str = ""  # keep the checkpoint that is best by this validation metric (lower is better)
     energy_weight: float = 0.0
     force_weight: float = 20.0
     stress_weight: float = 5.0
@@ -326,12 +328,15 @@ class Trainer:
             "column_loss_std": float(column_losses.std()),
         }
 
+    def local_ema(self) -> Potential:
+        """The EMA weights on one device: replicated ones would run every evaluation on all."""
+        if self._replicated is None:
+            return self.ema
+        return jax.tree.map(lambda x: x.addressable_data(0) if eqx.is_array(x) else x, self.ema)
+
     def validate(self) -> dict[str, float]:
         """Validation metrics of the EMA weights."""
-        ema = self.ema
-        if self._replicated is not None:
-            # one local replica: replicated weights would run every validation pass on all devices
-            ema = jax.tree.map(lambda x: x.addressable_data(0) if eqx.is_array(x) else x, ema)
+        ema = self.local_ema()
         e_mae, f_mae = efs_mae(ema, self.cotrain_val or [])
         return {"val_hessian_mae": hessian_mae(ema, self.val), "val_energy_mae": e_mae, "val_force_mae": f_mae}
 
