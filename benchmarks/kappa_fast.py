@@ -8,7 +8,7 @@ fitted by symfc, for N = factor x the minimum that the free fc2 + fc3 parameters
 several seeds. Printed per input and factor: N, the largest |κ_b / κ_a - 1| and the largest
 SRME(b against a) over the seeds, and, where the input has DFT forces, the largest change of
 SRME against DFT |SRME_b - SRME_a|. The default factor is the smallest that keeps, on every
-input and seed, κ within 1 % and both SRME figures within 0.01.
+input and seed, κ within 1 % and the SRME against DFT within 0.01.
 
 Inputs: the phono3py DFT examples in ../shared (Si PBE, ZnTe PBEsol; 64-atom supercells, fc2
 from the fc3 supercell) with `--model` (nequix-mp-1), a Matbench-style NaCl (rocksalt from the
@@ -28,6 +28,7 @@ from _common import REPO, shared_dir
 from ase.calculators.emt import EMT
 
 import phonon_eval as pe
+import phonon_eval.kappa as kappa_module
 from phonon_eval.kappa import Conductivity, KappaMaterial, KappaSettings, compare, evaluate_material, reference_conductivity
 from phonon_eval.provider import as_provider
 from phonon_eval.relax import relax
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated input names to run (default: all)")
     args = parser.parse_args()
     factors = [float(f) for f in args.factors.split(",")]
+    # the study measures below the evaluator's guard too: that is where the guard comes from
+    kappa_module.MIN_RANDOM_FACTOR = min(factors + [kappa_module.MIN_RANDOM_FACTOR])
     potential = pe.load_potential(args.model)
     nacl = pe.read_record(shared / "data" / "dft" / "phonopy-NaCl").unitcell
     smat = 2 * np.eye(3, dtype=int)
@@ -93,9 +96,11 @@ def main() -> None:
             worst[factor] = tuple(max(a, b) for a, b in zip(worst.get(factor, (0.0, 0.0, 0.0)), line))
             dft_text = f"{line[2]:14.4f}" if dft is not None else f"{'-':>14s}"
             print(f"{'':22s} {factor:6g} {n:4d} {n / full_row['n_fc3_supercells']:7.2f} {line[0]:9.4f} {line[1]:13.4f} {dft_text} {np.median(seconds):12.1f}")
-    ok = [f for f in factors if worst[f][0] <= 0.01 and worst[f][1] <= 0.01 and worst[f][2] <= 0.01]
+    # SRME(b; a) compares two finite-amplitude estimates mode by mode and is printed for
+    # information; the criterion is on what a user reads, κ and the SRME against DFT
+    ok = [f for f in factors if worst[f][0] <= 0.01 and worst[f][2] <= 0.01]
     print("worst over inputs and seeds:", ", ".join(f"{f:g}: dκ {w[0]:.4f}, SRME {w[1]:.4f}, dSRME_DFT {w[2]:.4f}" for f, w in worst.items()))
-    print(f"smallest factor within 1 % and 0.01 everywhere: {min(ok) if ok else 'none of ' + args.factors}")
+    print(f"smallest factor with κ within 1 % and SRME against DFT within 0.01 everywhere: {min(ok) if ok else 'none of ' + args.factors}")
 
 
 def _srme_dft(ours: Conductivity, dft: Conductivity | None) -> float:

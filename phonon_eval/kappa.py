@@ -50,6 +50,7 @@ __all__ = [
     "KAPPA_PROTOCOLS",
     "METHODS",
     "PENALTY",
+    "MIN_RANDOM_FACTOR",
     "RANDOM_FACTOR",
     "Conductivity",
     "KappaInputError",
@@ -101,6 +102,10 @@ KAPPA_PROTOCOLS: dict[str, dict[str, Any]] = {
 KAPPA_PROTOCOL_VERSION = 1
 FC3_SYMMETRIZATIONS = ("matbench", "symfc")
 DISPLACEMENTS = ("pairs", "random")
+MIN_RANDOM_FACTOR = 2.0
+"""Fewer random supercells than this times the minimum are refused: at 1x (an overdetermined fit
+by less than 2x) the study's κ of NaCl came out thousands of times too large, and Si and ZnTe
+got imaginary modes."""
 RANDOM_FACTOR = 4.0
 """Random fc3 supercells per the minimum that symfc's free parameters need (`fast`): the
 smallest factor that kept κ within 1 % and SRME within 0.01 of the pair route on every input
@@ -190,8 +195,8 @@ class KappaSettings(ProtocolSettings):
             raise ValueError("random displacements are fitted by symfc: use fc_symmetrization symfc (protocol fast)")
         if self.random_supercells is not None and (self.random_supercells < 2 or self.random_supercells % 2):
             raise ValueError(f"random_supercells must be even (± pairs) and at least 2, got {self.random_supercells}")
-        if self.random_factor < 1:
-            raise ValueError(f"random_factor must be at least 1, got {self.random_factor}")
+        if self.random_factor < MIN_RANDOM_FACTOR:
+            raise ValueError(f"random_factor must be at least {MIN_RANDOM_FACTOR:g}, got {self.random_factor}")
         if self.cutoff is not None and self.cutoff <= 0:
             raise ValueError(f"cutoff must be positive, got {self.cutoff}")
 
@@ -507,11 +512,12 @@ def generate_displacements(ph3: Phono3py, settings: KappaSettings) -> int:
     per_supercell = 3 * len(ph3.supercell)
     minimum = -(-n_params // per_supercell)
     n = settings.random_supercells or 2 * math.ceil(settings.random_factor * minimum / 2)
-    if n * per_supercell < n_params:
+    fewest = 2 * math.ceil(MIN_RANDOM_FACTOR * minimum / 2)
+    if n < fewest:
         raise ValueError(
             f"{n} random supercells give {n * per_supercell} force components for {n_params} free fc2 + fc3 "
-            f"parameters: at least {minimum + minimum % 2} supercells are needed ({settings.random_factor:g}x that "
-            f"by default)"
+            f"parameters: at least {fewest} supercells are needed ({MIN_RANDOM_FACTOR:g}x the {minimum} that the "
+            f"parameters need; with fewer, symfc's fit gave imaginary modes or a κ off by orders of magnitude)"
         )
     # ± pairs: the odd-order error of each displacement cancels in fc3, as in the pair route
     ph3.generate_displacements(

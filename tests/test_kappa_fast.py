@@ -72,7 +72,7 @@ def test_too_few_random_supercells_are_refused_by_name():
     material = KappaMaterial(id=record.id, unitcell=record.unitcell, fc3_supercell=record.supercell_matrix)
     settings = KappaSettings.from_protocol("fast", random_supercells=4, **FAST)
     with pytest.raises(ValueError, match="4 random supercells give 384 force components for 396 free fc2 "
-                                         r"\+ fc3 parameters: at least 6 supercells are needed"):
+                                         r"\+ fc3 parameters: at least 10 supercells are needed \(2x the 5"):
         evaluate_material(EMT(), material, settings)
 
 
