@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,42 +37,43 @@ def plot(
     for path in results:
         if not path.is_file():
             fail(f"{path}: no such results file")
-    with reported(OSError, ValueError):
-        # opened lazily: only the material drawn is read, however large the files
-        datasets = [xr.open_dataset(path) for path in results]
-        kinds = [file_kind(ds) for ds in datasets]
-    if len(set(kinds)) > 1:
-        fail("give phonon results or κ results, not both: " + ", ".join(f"{p} ({k})" for p, k in zip(results, kinds)), EXIT_USAGE)
-    can = plots.KINDS[kinds[0]]
-    kind = kind or can[0]
-    if kind not in can:
-        known = plots.KINDS["phonons"] + plots.KINDS["kappa"]
-        reason = f"no figure {kind}" if kind not in known else (
-            "a κ results file has no bands or thermodynamics" if kinds[0] == "kappa" else "a phonon results file has no κ")
-        fail(f"{reason}; {results[0]} can plot: {', '.join(can)} (--kind)", EXIT_USAGE)
-    if kind == "parity" and material is not None:
-        fail("--material is for one material's figure; parity draws all materials", EXIT_USAGE)
-    # a file's own name says "before" or "after" better than the model name when they differ
-    names = [_model_name(ds) for ds in datasets]
-    if len(set(names)) < len(names):
-        names = [path.stem for path in results]
-    with reported(ValueError, MaterialNotFoundError):
-        if kind == "parity":
-            fig = plots.plot_parity(datasets, names, temperature=temperature)
-        else:
-            material = material or _first_ok(datasets[0], results[0])
-            if kind == "bands":
-                fig = plots.plot_bands(datasets, material, names, smearing=smearing)
-            elif kind == "thermo":
-                fig = plots.plot_thermo(datasets, material, names)
+    with contextlib.ExitStack() as files:  # closed however the command ends
+        with reported(OSError, ValueError):
+            # opened lazily: only the material drawn is read, however large the files
+            datasets = [files.enter_context(xr.open_dataset(path)) for path in results]
+            kinds = [file_kind(ds) for ds in datasets]
+        if len(set(kinds)) > 1:
+            fail("give phonon results or κ results, not both: " + ", ".join(f"{p} ({k})" for p, k in zip(results, kinds)), EXIT_USAGE)
+        can = plots.KINDS[kinds[0]]
+        kind = kind or can[0]
+        if kind not in can:
+            known = plots.KINDS["phonons"] + plots.KINDS["kappa"]
+            reason = f"no figure {kind}" if kind not in known else (
+                "a κ results file has no bands or thermodynamics" if kinds[0] == "kappa" else "a phonon results file has no κ")
+            fail(f"{reason}; {results[0]} can plot: {', '.join(can)} (--kind)", EXIT_USAGE)
+        if kind == "parity" and material is not None:
+            fail("--material is for one material's figure; parity draws all materials", EXIT_USAGE)
+        # a file's own name says "before" or "after" better than the model name when they differ
+        names = [_model_name(ds) for ds in datasets]
+        if len(set(names)) < len(names):
+            names = [path.stem for path in results]
+        with reported(ValueError, MaterialNotFoundError):
+            if kind == "parity":
+                fig = plots.plot_parity(datasets, names, temperature=temperature)
             else:
-                fig = plots.plot_kappa(datasets, material, names, temperature=temperature)
-    if inches is not None:
-        fig.set_size_inches(inches)
-    if out is None:
-        out = results[0].with_name(f"{results[0].stem}-{'parity' if kind == 'parity' else f'{material}-{kind}'}.png")
-    with reported(OSError):
-        fig.savefig(out, dpi=dpi)
+                material = material or _first_ok(datasets[0], results[0])
+                if kind == "bands":
+                    fig = plots.plot_bands(datasets, material, names, smearing=smearing)
+                elif kind == "thermo":
+                    fig = plots.plot_thermo(datasets, material, names)
+                else:
+                    fig = plots.plot_kappa(datasets, material, names, temperature=temperature)
+        if inches is not None:
+            fig.set_size_inches(inches)
+        if out is None:
+            out = results[0].with_name(f"{results[0].stem}-{'parity' if kind == 'parity' else f'{material}-{kind}'}.png")
+        with reported(OSError):
+            fig.savefig(out, dpi=dpi)
     console.print(f"wrote {out}")
 
 

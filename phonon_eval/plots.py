@@ -17,6 +17,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from phonon_eval.access import file_kind, material as material_data
 from phonon_eval.kappa_results import metrics as kappa_metrics
@@ -85,7 +86,7 @@ def plot_bands(
     """
     cuts, names = _cuts(results, material, model_name, "phonons")
     m = cuts[0]
-    _same_reference(cuts, names, material, "band_distance", "band_frequency_ref")
+    _same_reference(cuts, names, material, "band_distance", "band_frequency_ref", "band path")
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax, ax_dos = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1])
     styles = MODEL_STYLES[: len(cuts)]
@@ -132,7 +133,7 @@ def plot_thermo(results: Results, material: str, model_name: Names = "model", re
     """
     cuts, names = _cuts(results, material, model_name, "phonons")
     m = cuts[0]
-    _same_reference(cuts, names, material, "temperature", "entropy_ref")
+    _same_reference(cuts, names, material, "temperature", "entropy_ref", "set of temperatures")
     fig = Figure(figsize=(9, 3.3), layout="constrained")
     styles = MODEL_STYLES[: len(cuts)]
     for ax, (name, symbol) in zip(fig.subplots(1, 3), THERMO):
@@ -178,16 +179,15 @@ def plot_parity(results: Results, model_name: Names = "model", temperature: floa
     fig = Figure(figsize=(7, 6.6), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     for ax, (name, symbol) in zip(axes, PARITY):
-        ref = _at(datasets[0], name + "_ref", common, temperature)
         units = datasets[0][name].attrs["units"]
         for ds, label, style, marker in zip(datasets, names, MODEL_STYLES, MARKERS):
             mae = phonon_metrics(ds, temperature, common)[name]
-            ax.scatter(ref, _at(ds, name, common, temperature), s=22, marker=marker, color=style["color"],
+            # each file against its own reference: files may differ in it (settings, records)
+            ax.scatter(_at(ds, name + "_ref", common, temperature), _at(ds, name, common, temperature), s=22, marker=marker, color=style["color"],
                        alpha=0.8, label=f"{label} (MAE {mae:.3g} {units})")
         _parity_axes(ax, f"{symbol} reference ({units})", f"{symbol} model ({units})")
         ax.legend(loc="best", frameon=False, fontsize="small", handletextpad=0.2)
-    ref_name = reference_names(datasets[0])
-    fig.suptitle(f"Model vs {ref_name}, {_count(len(common))}; $S$, $F$, $C_V$ at {temperature:g} K", fontsize="medium")
+    fig.suptitle(f"Model vs {_references(datasets)}, {_count(len(common))}; $S$, $F$, $C_V$ at {temperature:g} K", fontsize="medium")
     return fig
 
 
@@ -214,6 +214,7 @@ def plot_kappa(
     cuts, names = _cuts(results, material, model_name, "kappa")
     for cut in cuts:
         _check_temperature(cut, temperature)
+    _same_reference(cuts, names, material, "weight", "kappa_ref", "q-point mesh")
     m = cuts[0].sel(temperature=temperature)
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax_mode, ax_cum = fig.subplots(1, 2, sharex=True)
@@ -273,13 +274,13 @@ def _cuts(results: Results, material: str, model_name: Names, kind: str) -> tupl
     return cuts, names
 
 
-def _same_reference(cuts: list[xr.Dataset], names: list[str], material: str, grid: str, reference: str) -> None:
-    """Several results drawn over one reference curve must have the same one."""
+def _same_reference(cuts: list[xr.Dataset], names: list[str], material: str, grid: str, reference: str, what: str) -> None:
+    """Several results drawn over one reference curve must have the same one, on the same `grid`."""
     first = cuts[0]
     for name, other in zip(names[1:], cuts[1:]):
         same_grid = other[grid].shape == first[grid].shape and np.allclose(other[grid], first[grid])
         if not same_grid or not np.allclose(other[reference], first[reference], atol=1e-6, equal_nan=True):
-            raise ValueError(f"{name}: {material} has another band path or reference than {names[0]}")
+            raise ValueError(f"{name}: {material} has another {what} or reference than {names[0]}")
 
 
 def _high_symmetry_ticks(distance: np.ndarray, label: np.ndarray) -> tuple[list[float], list[str]]:
@@ -371,6 +372,12 @@ def _parity_axes(ax: Axes, xlabel: str, ylabel: str, log: bool = False) -> None:
     high = max(ax.get_xlim()[1], ax.get_ylim()[1])
     if log:
         low, high = low / 1.5, high * 1.5
+        if high / low < 30:  # at least one labelled decade, no crowded minor labels
+            middle = np.sqrt(low * high)
+            low, high = middle / np.sqrt(30), middle * np.sqrt(30)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
     else:
         low, high = low - 0.08 * (high - low), high + 0.08 * (high - low)
     ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
@@ -379,6 +386,10 @@ def _parity_axes(ax: Axes, xlabel: str, ylabel: str, log: bool = False) -> None:
     ax.set_aspect("equal")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+
+
+def _references(datasets: list[xr.Dataset]) -> str:
+    return ", ".join(sorted({n for ds in datasets for n in reference_names(ds).split(", ")}))
 
 
 def _count(n: int) -> str:
@@ -394,14 +405,13 @@ def _kappa_parity(datasets: list[xr.Dataset], names: list[str], temperature: flo
         raise ValueError("no material has a model κ and a reference κ in every file: nothing to compare")
     fig = Figure(figsize=(4.6, 4.4), layout="constrained")
     ax = fig.subplots()
-    ref = at[0]["kappa_ref"].sel(material=both).values
     for ds, a, label, style, marker in zip(datasets, at, names, MODEL_STYLES, MARKERS):
-        model = a["kappa"].sel(material=both).values
+        model, ref = (a[name].sel(material=both).values for name in ("kappa", "kappa_ref"))
         mae = float(np.abs(model - ref).mean())
         srme = kappa_metrics(ds, temperature)["srme"]
         ax.scatter(ref, model, s=26, marker=marker, color=style["color"], alpha=0.8,
                    label=f"{label} (MAE {mae:.3g} W/m-K, κ$_\\mathrm{{SRME}}$ {srme:.2f})")
     _parity_axes(ax, "κ reference (W/m-K)", "κ model (W/m-K)", log=True)
     ax.legend(loc="best", frameon=False, fontsize="small", handletextpad=0.2)
-    fig.suptitle(f"κ vs {reference_names(datasets[0])} at {temperature:g} K, {_count(len(both))}", fontsize="medium")
+    fig.suptitle(f"κ vs {_references(datasets)} at {temperature:g} K, {_count(len(both))}", fontsize="medium")
     return fig
