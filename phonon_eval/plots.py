@@ -242,7 +242,7 @@ def plot_kappa(
     kappas = [float(m["kappa_ref"])] + [float(c["kappa"].sel(temperature=temperature)) for c in cuts]
     _title_and_legend(
         fig, m, material, reference_name, names, styles, marker=True,
-        values=[f"κ = {k:.3g} W/m-K" for k in kappas], on=ax_cum, inside=True,  # above a cumulative curve is empty
+        values=[f"κ = {k:.3g} W/m-K" if np.isfinite(k) else "no κ" for k in kappas], on=ax_cum, inside=True,  # above a cumulative curve is empty
     )
     return fig
 
@@ -330,7 +330,8 @@ def _title_and_legend(
     """The material as its title on the left, and one legend for every panel, on the right above
     the axes (of the figure, or of `on`) where it covers no data, or in the upper left inside
     `on`; `values` (reference first) go beside the names."""
-    reference = reference_name or str(m["reference_name"].values) or "reference"
+    # files older than the label do not name their reference
+    reference = reference_name or (str(m["reference_name"].values) if "reference_name" in m else "") or "reference"
     labels = [reference, *names]
     if values:
         labels = [f"{label} ({value})" for label, value in zip(labels, values)]
