@@ -83,7 +83,7 @@ def list_(
     except DatasetError as err:
         fail(str(err))
     if split is not None and split not in splits:
-        available = ", ".join(splits) or f"none ({ds.split_file} does not exist)"
+        available = ", ".join(splits) or f"none ({ds.split_file} does not exist; give one with --split-file)"
         fail(f"unknown split {split!r}; available splits: {available}", EXIT_USAGE)
     try:
         ids = ds.ids if split is None else ds.split(split)
@@ -131,8 +131,9 @@ def describe(
 
     ds = _open(dataset, split_file)
     if material_id not in ds:
-        hint = f"{len(ds)} records; `pft-eval data list {dataset}`"
-        fail(f"no record {material_id!r} in {dataset} ({hint})", EXIT_USAGE)
+        from phonon_eval.names import not_found
+
+        fail(f"{not_found('record', material_id, ds.ids, str(dataset))} (all: `pft-eval data list {dataset}`)", EXIT_USAGE)
     try:
         record = ds[material_id]
         member = ", ".join(ds.splits_of(material_id)) or "-"

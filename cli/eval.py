@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from cli.common import EXIT_USAGE, console, err_console, fail, reported, VersionOption
+from cli.common import (
+    EXIT_FAILED, EXIT_HELP, EXIT_USAGE, VersionOption, console, err_console, exit_for_results, fail, interrupted, reported,
+)
 
 app = typer.Typer(
     name="pft-eval",
@@ -166,6 +168,13 @@ RetryFailedOption = Annotated[bool, typer.Option("--retry-failed", help="With --
 TableOption = Annotated[str, typer.Option(help="Rows of the printed table: worst (the 20 worst and 20 failed, when there are more than 40 materials) or full.")]
 
 
+def _option_names(message: str) -> str:
+    """A settings error in the words of the command line: the option, not the internal field."""
+    for field, option in (("fc_method", "--fc"), ("fc_symmetrization", "--fc-symmetrization"), ("relax_steps", "--relax-steps")):
+        message = message.replace(field, option)
+    return message
+
+
 def _table_limit(table: str) -> int | None:
     """The rows `Summary.table` shows for --table (a usage error for anything else)."""
     from phonon_eval.tables import WORST
@@ -187,7 +196,70 @@ def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None):
     return cluster
 
 
-@app.command()
+def _ids(known, materials: str | None, where: str) -> list[str]:
+    """The comma-separated --materials, each known (else a usage error naming the closest ids)."""
+    from phonon_eval.names import not_found
+
+    ids = [i.strip() for i in materials.split(",") if i.strip()]
+    for i in ids:
+        if i not in known:
+            fail(f"--materials: {not_found('material', i, sorted(known), where)}", EXIT_USAGE)
+    return ids
+
+
+def _warn_unknown_elements(provider, numbers) -> None:
+    """Name up front the materials the model cannot evaluate, for a model that knows its
+    elements; they are still run, and recorded as failed with that reason, so the file covers
+    every material asked for. `numbers()`: {id: atomic numbers}, read only when needed."""
+    from phonon_eval.runner import knows_elements, unevaluable
+
+    if not knows_elements(provider):
+        return
+    numbers = numbers()
+    bad = unevaluable(provider, numbers)
+    if bad:
+        listed = "; ".join(f"{m}: {why}" for m, why in list(bad.items())[:10])
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        err_console.print(
+            f"[yellow]warning:[/] {len(bad)} of {len(numbers)} materials hold elements the model does not know "
+            f"and will be recorded as failed: {listed}{more}", highlight=False, soft_wrap=True,
+        )
+
+
+def _run(command: str, out: Path, run):
+    """Run `run()`; on Ctrl-C say what was saved and how to resume (exit 130)."""
+    from phonon_eval.store import ResultsStore, ResumeError
+
+    try:
+        with reported(ResumeError):
+            return run()
+    except KeyboardInterrupt:
+        store = ResultsStore(out)
+        interrupted(
+            f"{len(store.part_files())} finished materials are saved in {store.parts}/",
+            f"run the same `pft-eval {command}` command again with --resume to keep them and do the rest",
+        )
+
+
+def _finish(summary, out: Path, limit: int | None, values: bool = False) -> None:
+    """Print the table, and exit by the convention of `cli.common` (0, 3 or 1)."""
+    console.print(summary.table(limit=limit, values=values))
+    console.print(f"wrote {out}")
+    code = exit_for_results(summary.n_ok, summary.n_failed)
+    if code == 1:
+        fail(f"no material succeeded ({summary.n_failed} failed); the reasons are in {out}")
+    if code:
+        err_console.print(f"[yellow]{summary.n_failed} of {summary.n_ok + summary.n_failed} materials failed[/] (exit {code}); the reasons are in {out}", highlight=False)
+    raise typer.Exit(code)
+
+
+SplitFileOption = Annotated[Optional[Path], typer.Option(
+    "--split-file", help="Split JSON {\"train\": [...], \"test\": [...]} (default: DATASET/split.json), e.g. MDR's pbe_mdr_split.json as it is.",
+    show_default=False)]
+ValuesOption = Annotated[bool, typer.Option("--values", help="Print the model and reference values beside the differences, and relative errors.")]
+
+
+@app.command(epilog=EXIT_HELP)
 def phonons(
     model: EvalModelArg = None,
     calculator: CalculatorOption = None,
@@ -196,11 +268,13 @@ def phonons(
     dtype: DtypeOption = None,
     dataset: Annotated[Path, typer.Option(help="Dataset folder: records plus split.json.")] = BUILTIN_DATASET,
     split: Annotated[str, typer.Option(help="Split to evaluate (train, val, test, ...).")] = "test",
+    split_file: SplitFileOption = None,
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split).")] = None,
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("phonons.nc"),
     resume: ResumeOption = False,
     retry_failed: RetryFailedOption = False,
     table: TableOption = "worst",
+    values: ValuesOption = False,
     protocol: Annotated[str, typer.Option(help="Named protocol of every setting: mdr (the MDR phonon benchmark's workflow) or exact (analytic force constants from HVPs, otherwise mdr). Options given below override it, and the results say which.")] = "mdr",
     relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (mdr: yes).", show_default=False)] = None,
     fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (mdr: 0.0025, half of MDR's 0.005, as its scripts converge).", show_default=False)] = None,
@@ -225,7 +299,6 @@ def phonons(
     from phonon_eval.phonons import PhononSettings
     from phonon_eval.provider import ProviderError
     from phonon_eval.results import run_phonons
-    from phonon_eval.store import ResumeError
 
     cluster = _cluster(workers, scheduler, scheduler_file)
     given = {
@@ -237,32 +310,26 @@ def phonons(
     try:
         settings = PhononSettings.from_protocol(protocol, **{k: v for k, v in given.items() if v is not None})
     except ValueError as err:
-        fail(str(err).replace("fc_method", "--fc"), EXIT_USAGE)
+        fail(_option_names(str(err)), EXIT_USAGE)
     provider = _provider(model, calculator, calculator_kwargs, device, dtype)
     try:
         settings.method_for(provider)
     except ProviderError as err:
         fail(str(err), EXIT_USAGE)
     with reported(DatasetError, OSError):
-        data = Dataset(dataset)
-        ids = materials.split(",") if materials else data.split(split)
-        missing = [i for i in ids if i not in data]
-        if missing:
-            raise DatasetError(f"{dataset}: materials not in the dataset: {', '.join(missing)}")
+        data = Dataset(dataset, split_file=split_file)
+        ids = _ids(data, materials, str(dataset)) if materials else data.split(split)
+        _warn_unknown_elements(provider, lambda: data.atomic_numbers(ids))
     limit = _table_limit(table)
-    with reported(ResumeError):
-        summary = run_phonons(
-            provider, data, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
-            cluster=cluster, progress=progress, console=err_console,
-            attrs={"dataset": str(dataset), "split": "" if materials else split},
-        )
-    console.print(summary.table(limit=limit))
-    console.print(f"wrote {out}")
-    if summary.n_ok == 0:
-        fail(f"no material succeeded ({summary.n_failed} failed)")
+    summary = _run("phonons", out, lambda: run_phonons(
+        provider, data, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
+        cluster=cluster, progress=progress, console=err_console,
+        attrs={"dataset": str(dataset.resolve()), "split": "" if materials else split},
+    ))
+    _finish(summary, out, limit, values)
 
 
-@app.command()
+@app.command(epilog=EXIT_HELP)
 def kappa(
     model: EvalModelArg = None,
     calculator: CalculatorOption = None,
@@ -273,11 +340,13 @@ def kappa(
     reference: Annotated[Optional[Path], typer.Option(help="Matbench Discovery DFT κ reference (pandas JSON, may be gzipped); with --structures.")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder of phono3py records (DFT fc3 forces) plus split.json.")] = None,
     split: Annotated[str, typer.Option(help="Split of --dataset to evaluate.")] = "test",
+    split_file: SplitFileOption = None,
     materials: Annotated[Optional[str], typer.Option(help="Comma-separated material ids (instead of a split, or a subset of --structures).")] = None,
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("kappa.nc"),
     resume: ResumeOption = False,
     retry_failed: RetryFailedOption = False,
     table: TableOption = "worst",
+    values: Annotated[bool, typer.Option("--values", help="Print the relative error and the relaxed volume's error beside κ and κ_ref.")] = False,
     protocol: Annotated[str, typer.Option(help="Named protocol of every setting: matbench (the Matbench Discovery κ script), phono3py (force constants by symfc, as phono3py.load) or fast (not Matbench: fc2 and fc3 fitted by symfc to a few random-displacement supercells, about 1/6 of the pair supercells, κ within 1 % of the phono3py route in the convergence study). Options given below override it, and the results say which.")] = "matbench",
     relax: Annotated[Optional[bool], typer.Option("--relax/--no-relax", help="Relax the unit cell with the model first (matbench: yes).", show_default=False)] = None,
     fmax: Annotated[Optional[float], typer.Option(help="Relaxation force threshold, eV/Å (matbench: 1e-4).", show_default=False)] = None,
@@ -306,7 +375,6 @@ def kappa(
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
-    from phonon_eval.store import ResumeError
 
     cluster = _cluster(workers, scheduler, scheduler_file)
     if (structures is None) == (dataset is None) or (structures is None) != (reference is None):
@@ -323,32 +391,73 @@ def kappa(
         }
         settings = KappaSettings.from_protocol(protocol, **{k: v for k, v in given.items() if v is not None})
     except ValueError as err:
-        fail(str(err), EXIT_USAGE)
+        fail(_option_names(str(err)), EXIT_USAGE)
+    if split_file is not None and dataset is None:
+        fail("--split-file goes with --dataset", EXIT_USAGE)
     provider = _provider(model, calculator, calculator_kwargs, device, dtype)
     with reported(KappaInputError, DatasetError, OSError):
         if structures is not None:
             by_id = {m.id: m for m in read_matbench(structures, reference)}
-            known, load = by_id, by_id.__getitem__
-            ids = materials.split(",") if materials else list(by_id)
-            inputs = {"structures": str(structures), "reference": str(reference)}
+            load = by_id.__getitem__
+            ids = _ids(by_id, materials, str(structures)) if materials else list(by_id)
+            numbers = lambda: {i: sorted(set(by_id[i].unitcell.numbers.tolist())) for i in ids}  # noqa: E731
+            inputs = {"structures": str(structures.resolve()), "reference": str(reference.resolve())}
         else:
-            data = Dataset(dataset)
-            known, load = data, lambda i: KappaMaterial.from_record(data[i])
-            ids = materials.split(",") if materials else data.split(split)
-            inputs = {"dataset": str(dataset), "split": "" if materials else split}
-        missing = [i for i in ids if i not in known]
-        if missing:
-            raise DatasetError(f"materials not in the input: {', '.join(missing)}")
+            data = Dataset(dataset, split_file=split_file)
+            load = lambda i: KappaMaterial.from_record(data[i])  # noqa: E731
+            ids = _ids(data, materials, str(dataset)) if materials else data.split(split)
+            numbers = lambda: data.atomic_numbers(ids)  # noqa: E731
+            inputs = {"dataset": str(dataset.resolve()), "split": "" if materials else split}
+        _warn_unknown_elements(provider, numbers)
     limit = _table_limit(table)
-    with reported(ResumeError):
-        summary = run_kappa(
-            provider, load, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
-            cluster=cluster, progress=progress, console=err_console, attrs=inputs,
-        )
-    console.print(summary.table(limit=limit))
-    console.print(f"wrote {out}")
-    if (summary.dataset["status"] == "failed").all():
-        fail(f"every material failed ({len(ids)})")
+    summary = _run("kappa", out, lambda: run_kappa(
+        provider, load, ids, settings, out, resume=resume or retry_failed, retry_failed=retry_failed,
+        cluster=cluster, progress=progress, console=err_console, attrs=inputs,
+    ))
+    _finish(summary, out, limit, values)
+
+
+@app.command()
+def compare(
+    files: Annotated[list[Path], typer.Argument(help="Results files of pft-eval phonons, or of pft-eval kappa (not a mix).", show_default=False)],
+    temperature: Annotated[float, typer.Option(help="Temperature of S, F, C_V (phonons) or κ, K.")] = 300.0,
+    format: Annotated[str, typer.Option("--format", help="table, markdown, csv or json.")] = "table",
+    out: Annotated[Optional[Path], typer.Option(help="Write the comparison to this file instead of stdout.", show_default=False)] = None,
+    per_material: Annotated[bool, typer.Option("--per-material", help="The long form: one row per material and file.")] = False,
+) -> None:
+    """Models side by side: one row per results file, the MAE of every metric (κ files: the
+    κ_SRME, SRE, SRD means) over the materials every file evaluated successfully, and each
+    file's failure counts; which materials that common set leaves out is said on stderr
+    (and held in the json).
+
+    Exit status: 0 compared; 1 no material common to all files; 2 bad usage (unreadable
+    files, a mix of phonon and κ files, a temperature a file lacks)."""
+    from phonon_eval.compare import FORMATS, CompareError, compare as _compare
+
+    if format not in FORMATS:
+        fail(f"--format {format}: one of {', '.join(FORMATS)}", EXIT_USAGE)
+    try:
+        comparison = _compare(files, temperature)
+    except CompareError as err:
+        fail(str(err), EXIT_FAILED if "nothing to compare" in str(err) else EXIT_USAGE)
+    err_console.print(comparison.summary(), highlight=False, soft_wrap=True)
+    if format == "table":
+        table = comparison.table(per_material)
+        if out is None:
+            console.print(table)
+            return
+        from rich.console import Console
+
+        with reported(OSError), out.open("w") as f:
+            Console(file=f, width=200).print(table)
+    else:
+        text = comparison.text(format, per_material)
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        with reported(OSError):
+            out.write_text(text)
+    err_console.print(f"wrote {out}")
 
 
 from cli.plot import plot  # noqa: E402

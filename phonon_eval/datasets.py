@@ -8,12 +8,18 @@ The split file (default `split.json` in the folder) maps split names to ids:
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from ase.data import atomic_numbers
 
 from phonon_eval.atomic import atomic_write
 from phonon_eval.records import (
@@ -138,8 +144,12 @@ class Dataset:
         """
         splits = self.splits
         if name not in splits:
-            available = ", ".join(splits) if splits else f"none: {self.split_file} does not exist"
-            raise DatasetError(f"unknown split {name!r}; available splits: {available}")
+            if not splits:
+                raise DatasetError(
+                    f"no split {name}: {self.split_file} does not exist; give the ids with --materials, "
+                    "or a split JSON file with --split-file"
+                )
+            raise DatasetError(f"unknown split {name!r}; available splits: {', '.join(splits)}")
         ids = splits[name]
         missing = [i for i in ids if i not in self._paths]
         if missing and not present_only:
@@ -225,6 +235,21 @@ class Dataset:
                 pass  # a read-only dataset still lists, only slower next time
         return rows
 
+    def atomic_numbers(self, ids: Iterable[str]) -> dict[str, list[int]]:
+        """{id: the sorted atomic numbers of its elements}, from the `symbol:` lines of the
+        record's yaml files alone: no yaml parsing, so a split of 1,000 MDR records is checked in
+        seconds, not minutes. Ids whose files name no element are left out (they fail, named,
+        when read)."""
+        out = {}
+        for material_id in ids:
+            path = self.path(material_id)
+            files = [path] if path.is_file() else sorted(p for p in path.iterdir() if is_yaml_name(p.name))
+            symbols = {m.decode() for f in files for m in _SYMBOL.findall(_text(f))}
+            numbers = sorted(atomic_numbers[s] for s in symbols if s in atomic_numbers)
+            if numbers:
+                out[material_id] = numbers
+        return out
+
     def index_entry(self, material_id: str) -> IndexEntry:
         """The index row of one record (reads it)."""
         record = self[material_id]
@@ -304,6 +329,22 @@ def _scan(folder: Path) -> tuple[dict[str, Path], dict[str, list[str]]]:
         names.setdefault(material_id, []).append(entry.name)
         paths.setdefault(material_id, entry)
     return paths, {i: n for i, n in names.items() if len(n) > 1}
+
+
+_SYMBOL = re.compile(rb"^[ \t]*(?:-[ \t]*)?symbol:[ \t]*['\"]?([A-Z][a-z]?)['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
+"""An atom's element in phonopy yaml (`- symbol: Si # 1`, or `symbol: Si` under `points`)."""
+
+
+def _text(path: Path) -> bytes:
+    """A yaml file's bytes, decompressed (recognised by content, as the record reader does)."""
+    try:
+        data = path.read_bytes()
+        for magic, module in ((b"\xfd7zXZ\x00", lzma), (b"\x1f\x8b", gzip), (b"BZh", bz2)):
+            if data.startswith(magic):
+                return module.decompress(data)
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return b""  # the record reader names what is wrong with it
+    return data
 
 
 def _stamp(path: Path) -> list[int]:

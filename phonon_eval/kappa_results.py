@@ -31,7 +31,7 @@ from phonon_eval.kappa import PENALTY, KappaMaterial, KappaSettings, evaluate_ma
 from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file
-from phonon_eval.tables import WORST, shown_rows
+from phonon_eval.tables import WORST, reason, shown_rows
 
 __all__ = ["PER_MATERIAL", "PER_QPOINT", "KappaSummary", "metrics", "rows_from_dataset", "run_kappa", "to_dataset"]
 
@@ -58,7 +58,7 @@ PER_MATERIAL: dict[str, tuple[tuple[str, ...], str, str, Any]] = {
     "space_group_number": ((), "1", "space-group number of the input structure", -1),
     "space_group_number_relaxed": ((), "1", "space-group number after relaxation with the model", -1),
     "relax_steps": ((), "1", "relaxation steps taken", -1),
-    "relax_converged": ((), "1", "relaxation reached the force threshold (1) or ran out of steps (0)", -1),
+    "relax_converged": ((), "1", "relaxation reached the force threshold (1), ran out of steps (0), or was not run (-1: relaxation off, or the material failed first)", -1),
     "volume": ((), "Å^3", "unit-cell volume after relaxation with the model", NAN),
     "volume_input": ((), "Å^3", "unit-cell volume of the input structure", NAN),
     "min_frequency": ((), "THz", "lowest phonon frequency on the q-mesh, acoustic modes at Γ excluded (model)", NAN),
@@ -80,6 +80,10 @@ PER_QPOINT: dict[str, tuple[tuple[str, ...], str, str]] = {
     "frequency_ref": (("qpoint", "band"), "THz", "phonon frequency (reference; NaN where not given)"),
     "mode_kappa": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (model)"),
     "mode_kappa_ref": (T + ("qpoint", "band"), "W/m-K", f"{MODE_KAPPA} (reference; NaN where q-points differ)"),
+}
+FLAGS: dict[str, dict[str, Any]] = {
+    # yes/no variables: int8 with CF flag attributes (netCDF has no boolean type)
+    "relax_converged": {"flag_values": np.asarray([-1, 0, 1], dtype=np.int8), "flag_meanings": "not_relaxed not_converged converged"},
 }
 STRINGS = {
     "status": "ok, unstable, symmetry broken or failed",
@@ -108,11 +112,11 @@ def to_dataset(
     data: dict[str, Any] = {}
     for name, (dims, units, long, fill) in PER_MATERIAL.items():
         shape = (len(rows),) + tuple(sizes[d] for d in dims)
-        values = np.full(shape, fill, dtype=_dtype(fill))
+        values = np.full(shape, fill, dtype=np.int8 if name in FLAGS else _dtype(fill))
         for k, r in enumerate(rows):
             if name in r:
                 values[k] = r[name]
-        data[name] = (("material",) + dims, values, {"units": units, "long_name": long})
+        data[name] = (("material",) + dims, values, {"units": units, "long_name": long, **FLAGS.get(name, {})})
     for name, long in STRINGS.items():
         values = np.asarray([r.get(name, "") for r in rows], dtype=object)
         data[name] = (("material",), values, {"long_name": long})
@@ -190,15 +194,22 @@ def rows_from_dataset(ds: xr.Dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def metrics(ds: xr.Dataset, temperature: float = 300.0) -> dict[str, float]:
+def metrics(ds: xr.Dataset, temperature: float = 300.0, materials: Iterable[str] | None = None) -> dict[str, float]:
     """Counts per status and the means over materials of SRD, SRE and SRME at `temperature`, as
     Matbench Discovery takes them.
 
     A material without a model κ (unstable, symmetry broken, failed) counts with SRME = SRE = 2
     and SRD = -2, and so does one whose metric could not be computed although it has a reference
     (e.g. its q-points differ from the reference's): `n_penalised` says how many. Only materials
-    without any reference are left out (a κ-only run has NaN means).
+    without any reference are left out (a κ-only run has NaN means). With `materials` (e.g. the
+    `results.common_materials` of several files), counts and means are over those alone.
     """
+    if materials is not None:
+        wanted = list(materials)
+        missing = sorted(set(wanted) - set(ds["material"].values.tolist()))
+        if missing:
+            raise ValueError(f"not in this file: {', '.join(missing)}")
+        ds = ds.isel(material=np.flatnonzero(np.isin(ds["material"].values, wanted)))
     at = ds.sel(temperature=temperature)
     status = ds["status"].values
     counts = {f"n_{s.replace(' ', '_')}": int((status == s).sum()) for s in ("ok", "unstable", "symmetry broken", "failed")}
@@ -227,11 +238,23 @@ class KappaSummary:
 
     dataset: xr.Dataset
 
-    def table(self, temperature: float = 300.0, limit: int | None = WORST) -> Table:
-        """Per-material κ and errors at `temperature`, reasons for the rest, and the means.
+    @property
+    def n_failed(self) -> int:
+        """Materials the evaluation failed on (an error); unstable or symmetry-broken ones were
+        evaluated, their outcome is the Matbench penalty."""
+        return int((self.dataset["status"] == "failed").sum())
+
+    @property
+    def n_ok(self) -> int:
+        """Materials evaluated (ok, unstable or symmetry broken)."""
+        return int(self.dataset.sizes["material"]) - self.n_failed
+
+    def table(self, temperature: float = 300.0, limit: int | None = WORST, values: bool = False) -> Table:
+        """Per-material κ and errors at `temperature`, reasons for the rest (one line each), and the means.
 
         With `limit`, a run of more than 2·limit materials shows the `limit` worst by SRME and at
-        most `limit` of the others (None: every material)."""
+        most `limit` of the others (None: every material). With `values`, the relative error of
+        κ and of the relaxed unit-cell volume (against the input structure's) are added."""
         ds = self.dataset
         at = ds.sel(temperature=temperature)
         m = metrics(ds, temperature)
@@ -243,32 +266,43 @@ class KappaSummary:
         caption = (
             f"{protocol_caption(ds.attrs)}; κ in W/m-K (mean of the diagonal); means over {m['n_used']} materials, {m['n_penalised']} of them "
             "penalised with SRME = SRE = 2 (no model κ, or no mode-resolved comparison: Matbench Discovery)"
+            + ("; Δκ: (κ − κ_ref) / κ_ref, ΔV: relaxed volume vs the input's" if values else "")
+            + ("; reasons cut to one line, the whole text is the file's `error`" if self.n_ok < ds.sizes["material"] else "")
         )
         table = Table(title=title, caption=caption)
-        for col in ["material", "κ", "κ_ref", "SRD", "SRE", "SRME", "note"]:
+        columns = ["material", "κ", "κ_ref", "SRD", "SRE", "SRME"] + (["Δκ", "ΔV"] if values else []) + ["note"]
+        for col in columns:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
         colour = {"unstable": "yellow", "symmetry broken": "yellow", "failed": "red"}
         ids = ds["material"].values
         shown, hidden = shown_rows(ds["status"].values == "ok", at["srme"].values, limit)
         for k in shown:
             material, status = ids[k], str(ds["status"][k].values)
-            note = escape(str(ds["note"][k].values if status == "ok" else ds["error"][k].values))
+            note = escape(reason(ds["note"][k].values if status == "ok" else ds["error"][k].values))
             if status != "ok":
                 note = f"[{colour[status]}]{status}: {note}"
             cells = [float(at[v][k]) for v in ("kappa", "kappa_ref", "srd", "sre", "srme")]
             formats = ["{:.2f}", "{:.2f}", "{:+.3f}", "{:.3f}", "{:.3f}"]
-            table.add_row(str(material), *("" if np.isnan(c) else f.format(c) for f, c in zip(formats, cells)), note)
+            if values:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cells += [np.float64(cells[0]) / cells[1] - 1, float(ds["volume"][k] / ds["volume_input"][k]) - 1]
+                formats += ["{:+.1%}", "{:+.2%}"]
+            table.add_row(str(material), *("" if not np.isfinite(c) else f.format(c) for f, c in zip(formats, cells)), note)
+        blank = [""] * (len(columns) - 1)
         if hidden:
-            table.add_row(f"[dim]… {hidden} more (--table full)", "", "", "", "", "", "")
+            table.add_row(f"[dim]… {hidden} more (--table full)", *blank)
         table.add_section()
-        table.add_row("[bold]mean", "", "", f"{m['srd']:+.3f}", f"{m['sre']:.3f}", f"{m['srme']:.3f}", "")
+        table.add_row("[bold]mean", "", "", f"{m['srd']:+.3f}", f"{m['sre']:.3f}", f"{m['srme']:.3f}", *([""] * (len(columns) - 6)))
         return table
 
 
 def _kappa_row(
     load: Callable[[str], KappaMaterial], settings: KappaSettings, model: ModelLike, material: str
 ) -> dict[str, Any]:
-    return evaluate_material(model, load(material), settings)
+    row = evaluate_material(model, load(material), settings)
+    if not settings.relax:  # nothing converged, or failed to: no relaxation was run
+        row["relax_converged"] = -1
+    return row
 
 
 def run_kappa(

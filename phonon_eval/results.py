@@ -28,7 +28,7 @@ from phonon_eval.phonons import PhononSettings, evaluate_material
 from phonon_eval.provenance import protocol_caption, reference_names
 from phonon_eval.provider import ModelLike, as_provider
 from phonon_eval.runner import run_to_file, write_atomic
-from phonon_eval.tables import WORST, shown_rows
+from phonon_eval.tables import WORST, reason, shown_rows
 from phonon_eval.units import THZ_TO_K
 
 __all__ = ["Summary", "VARIABLES", "common_materials", "failed_row", "metrics", "rows_from_dataset", "run_phonons", "to_dataset", "write_atomic"]
@@ -65,6 +65,12 @@ SCALARS: dict[str, tuple[str, str, Any]] = {
     "time_properties": ("s", "wall time of the phonopy properties", np.nan),
 }
 TIMING = ("time_relax", "time_fc", "time_properties")
+FLAGS: dict[str, dict[str, Any]] = {
+    # yes/no variables: int8 with CF flag attributes (netCDF has no boolean type); -1 for a
+    # material that failed before the question was answered
+    name: {"flag_values": np.asarray([-1, 0, 1], dtype=np.int8), "flag_meanings": f"not_evaluated {no} {yes}"}
+    for name, (no, yes) in {"stable": ("unstable", "stable"), "stable_ref": ("unstable", "stable")}.items()
+}
 
 
 def _names() -> list[str]:
@@ -93,8 +99,8 @@ def to_dataset(rows: Iterable[dict[str, Any]], temperatures: np.ndarray, attrs: 
     data["omega_max_K_ref"] = (("material",), data["omega_max_ref"][1] * THZ_TO_K, {"units": "K", "long_name": "maximum phonon frequency over the commensurate q-points (reference)"})
     for name, (units, long, fill) in SCALARS.items():
         values = [r.get(name, fill) if r["status"] == "ok" else fill for r in rows]
-        dtype = object if isinstance(fill, str) else (np.int64 if isinstance(fill, int) else float)
-        data[name] = (("material",), np.asarray(values, dtype=dtype), {"units": units, "long_name": long})
+        dtype = object if isinstance(fill, str) else np.int8 if name in FLAGS else (np.int64 if isinstance(fill, int) else float)
+        data[name] = (("material",), np.asarray(values, dtype=dtype), {"units": units, "long_name": long, **FLAGS.get(name, {})})
     data["status"] = (("material",), np.asarray([r["status"] for r in rows], dtype=object), {"long_name": "ok or failed"})
     data["error"] = (("material",), np.asarray([r.get("error", "") for r in rows], dtype=object), {"long_name": "why the material failed ('' if ok)"})
 
@@ -246,19 +252,20 @@ class Summary:
     def n_failed(self) -> int:
         return int((self.dataset["status"] != "ok").sum())
 
-    def table(self, limit: int | None = WORST) -> Table:
-        """Per-material errors at 300 K, failures with their reasons, and the MAE row.
+    def table(self, limit: int | None = WORST, values: bool = False) -> Table:
+        """Per-material errors at 300 K, failures with their reasons (one line each), and the MAE row.
 
         With `limit`, a run of more than 2·limit materials shows the `limit` worst by mode MAE
-        and at most `limit` failed ones (None: every material)."""
+        and at most `limit` failed ones (None: every material). With `values`, the long form of
+        `values_table` instead."""
+        if values:
+            return self.values_table(limit)
         ds = self.dataset
         t = ds.sel(temperature=300.0)
-        model = escape(str(ds.attrs.get("model", "model")))
-        reference = escape(reference_names(ds))
         table = Table(
-            title=f"{model} − {reference} at 300 K ({self.n_ok} ok, {self.n_failed} failed)",
+            title=self._title(),
             caption=f"{protocol_caption(ds.attrs)}; ω_max in K, S and C_V in J/K/mol, F in kJ/mol, modes: MAE of the "
-            "frequencies at the commensurate q-points and bands: along the q-path, in THz",
+            "frequencies at the commensurate q-points and bands: along the q-path, in THz" + self._cut_note(),
         )
         for col in ["material", "ω_max", "S", "F", "C_V", "modes", "bands", "note"]:
             table.add_column(col, justify="left" if col in ("material", "note") else "right")
@@ -267,7 +274,7 @@ class Summary:
         for i in shown:
             m = ids[i]
             if ds["status"][i] != "ok":
-                table.add_row(str(m), "", "", "", "", "", "", f"[red]failed: {escape(str(ds['error'][i].values))}")
+                table.add_row(str(m), "", "", "", "", "", "", f"[red]failed: {escape(reason(ds['error'][i].values))}")
                 continue
             table.add_row(
                 str(m),
@@ -277,7 +284,7 @@ class Summary:
                 f"{float(t['heat_capacity'][i] - t['heat_capacity_ref'][i]):+.3f}",
                 f"{float(ds['mode_mae'][i]):.3f}",
                 f"{float(ds['band_mae'][i]):.3f}",
-                "" if bool(ds["stable"][i]) else "[yellow]unstable",
+                "" if int(ds["stable"][i]) == 1 else "[yellow]unstable",
             )
         if hidden:
             table.add_row(f"[dim]… {hidden} more (--table full)", "", "", "", "", "", "", "")
@@ -295,6 +302,57 @@ class Summary:
                 "",
             )
         return table
+
+    def values_table(self, limit: int | None = WORST) -> Table:
+        """The long form: one row per material and quantity at 300 K, with the model's and the
+        reference's values, their difference and the relative error, the unit-cell volume (after
+        relaxation with the model, against the reference record's) among them; then the MAEs."""
+        ds = self.dataset
+        t = ds.sel(temperature=300.0)
+        table = Table(
+            title=self._title(),
+            caption=f"{protocol_caption(ds.attrs)}; relative: difference / |reference|; V: unit-cell volume after "
+            "relaxation with the model vs the reference record's" + self._cut_note(),
+        )
+        for col in ["material", "quantity", "model", "reference", "difference", "relative", "note"]:
+            table.add_column(col, justify="left" if col in ("material", "quantity", "note") else "right", no_wrap=col == "quantity")
+        quantities = [
+            (ds, "omega_max_K", "ω_max (K)", ".1f"), (t, "entropy", "S (J/K/mol)", ".2f"),
+            (t, "free_energy", "F (kJ/mol)", ".3f"), (t, "heat_capacity", "C_V (J/K/mol)", ".3f"),
+        ]
+        ids = ds["material"].values
+        shown, hidden = shown_rows(ds["status"].values == "ok", ds["mode_mae"].values, limit)
+        for i in shown:
+            if ds["status"][i] != "ok":
+                table.add_row(str(ids[i]), "", "", "", "", "", f"[red]failed: {escape(reason(ds['error'][i].values))}")
+                table.add_section()
+                continue
+            pairs = [(label, float(src[name][i]), float(src[name + REFERENCE_SUFFIX][i]), fmt) for src, name, label, fmt in quantities]
+            pairs.append(("V (Å³)", float(ds["volume"][i]), float(ds["volume_ref"][i]), ".3f"))
+            note = "" if int(ds["stable"][i]) == 1 else "[yellow]unstable"
+            for k, (label, a, b, fmt) in enumerate(pairs):
+                rel = f"{(a - b) / abs(b):+.2%}" if b and np.isfinite(a - b) else ""
+                table.add_row(str(ids[i]) if k == 0 else "", label, f"{a:{fmt}}", f"{b:{fmt}}", f"{a - b:+{fmt}}", rel, note if k == 0 else "")
+            table.add_section()
+        if hidden:
+            table.add_row(f"[dim]… {hidden} more (--table full)", "", "", "", "", "", "")
+        m = metrics(ds)
+        if m:
+            label = f"[bold]MAE[/] ({m['n_used']} of {m['n_materials']})"
+            for k, (name, quantity, fmt) in enumerate([
+                ("omega_max_K", "ω_max (K)", ".1f"), ("entropy", "S (J/K/mol)", ".2f"), ("free_energy", "F (kJ/mol)", ".3f"),
+                ("heat_capacity", "C_V (J/K/mol)", ".3f"), ("mode_mae", "modes (THz)", ".3f"), ("band_mae", "bands (THz)", ".3f"),
+            ]):
+                table.add_row(label if k == 0 else "", quantity, "", "", f"{m[name]:{fmt}}", "", "")
+        return table
+
+    def _title(self) -> str:
+        ds = self.dataset
+        model = escape(str(ds.attrs.get("model", "model")))
+        return f"{model} − {escape(reference_names(ds))} at 300 K ({self.n_ok} ok, {self.n_failed} failed)"
+
+    def _cut_note(self) -> str:
+        return "; failure reasons on one line, cut: the whole text is the file's `error`" if self.n_failed else ""
 
 
 def _phonon_row(data: Dataset, settings: PhononSettings, model: ModelLike, material: str) -> dict[str, Any]:

@@ -12,7 +12,9 @@ This module knows no results schema: each format (phonons, κ) brings its writer
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 import xarray as xr
 from rich.console import Console
@@ -22,7 +24,24 @@ from phonon_eval.provenance import software_versions
 from phonon_eval.provider import ForceProvider
 from phonon_eval.store import ResultsStore, write_atomic
 
-__all__ = ["run_to_file", "write_atomic"]
+__all__ = ["knows_elements", "run_to_file", "unevaluable", "write_atomic"]
+
+
+def knows_elements(provider: ForceProvider) -> bool:
+    """Whether the model can say which elements it treats (JAX models; ASE calculators cannot)."""
+    return type(provider).check_elements is not ForceProvider.check_elements
+
+
+def unevaluable(provider: ForceProvider, numbers: Mapping[str, Sequence[int]]) -> dict[str, str]:
+    """{material: why the model cannot evaluate it} for materials holding elements it lacks,
+    found before any work (the evaluators would find each only when they reach it)."""
+    out = {}
+    for material, zs in numbers.items():
+        try:
+            provider.check_elements(np.asarray(zs, dtype=int))
+        except ValueError as err:  # ProviderError, or the potential's own
+            out[material] = str(err)
+    return out
 
 
 def run_to_file(
@@ -64,6 +83,9 @@ def run_to_file(
     if resume:
         store.check(all_attrs)
         done = [m for m, status in store.statuses().items() if not (retry_failed and status == "failed")]
+        kept = len(set(done) & set(ids))
+        if console is not None:
+            console.print(f"resuming {store.out}: {kept} of {len(ids)} materials kept, {len(ids) - kept} left")
     else:
         store.clear()
         done = []

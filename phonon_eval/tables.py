@@ -1,4 +1,5 @@
-"""Which materials a summary table shows: all of them, or for a large run the worst and the failed.
+"""What a summary table shows: which materials (all, or for a large run the worst and the
+failed), and failure reasons on one line.
 
 A table of 10,000 rows is read by nobody; the aggregate row and the worst cases are. Rows are
 chosen from material-indexed variables only, so a lazily opened results file stays unread.
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WORST", "shown_rows"]
+__all__ = ["REASON_WIDTH", "WORST", "reason", "shown_rows"]
 
 WORST = 20
 """Rows of each kind a table shows by default (`--table worst`)."""
+
+REASON_WIDTH = 80
+"""Characters of a failure reason a table shows; the file keeps the whole text (`error`)."""
 
 
 def shown_rows(ok: np.ndarray, score: np.ndarray, limit: int | None = WORST) -> tuple[list[int], int]:
@@ -32,3 +36,11 @@ def shown_rows(ok: np.ndarray, score: np.ndarray, limit: int | None = WORST) -> 
     rest = np.flatnonzero(~ok)[:limit].tolist()
     shown = worst + rest
     return shown, len(ok) - len(shown)
+
+
+def reason(text: str, width: int = REASON_WIDTH) -> str:
+    """A failure reason on one line, cut to `width` characters (a traceback-long reason would
+    otherwise fill the terminal)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+

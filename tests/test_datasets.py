@@ -187,7 +187,9 @@ def test_cli_bad_usage_exits_2(tmp_path):
     assert "unknown split 'nope'" in result.stderr and "train, val, test" in result.stderr
     assert result.stdout == ""
     result = runner.invoke(app, ["describe", str(EMT), "Xx-fcc"])
-    assert result.exit_code == 2 and "no record 'Xx-fcc'" in result.stderr
+    assert result.exit_code == 2 and "no record Xx-fcc" in result.stderr and "closest:" in result.stderr
+    result = runner.invoke(app, ["describe", str(EMT), "Cu-fc"])
+    assert result.exit_code == 2 and "closest: Cu-fcc" in result.stderr
     result = runner.invoke(app, ["validate", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "does not exist" in result.stderr
 
