@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import EXIT_USAGE, VersionOption, console, err_console, fail, reported
+from cli.common import EXIT_HELP_TRAINING, EXIT_USAGE, VersionOption, console, err_console, fail, interrupted, reported
 
 app = typer.Typer(
     name="pft-finetune",
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(epilog=EXIT_HELP_TRAINING)
 def finetune(
     out: Annotated[Path, typer.Option(help="Output model.ckpt (EMA weights), written atomically each epoch.")],
     model: Annotated[Optional[Path], typer.Option(help="Starting model (.ckpt or .nqx).")] = None,
@@ -63,13 +63,13 @@ def finetune(
         "Data parallelism: split every batch over the first N devices (batch sizes must be "
         "multiples of N; results do not depend on N). On CPU, "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N gives N host devices."))] = 1,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state (refused if there is none).")] = False,
     metrics: Annotated[Optional[Path], typer.Option(help="CSV of per-epoch metrics (default <out>.csv).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")] = True,
     version: VersionOption = False,
 ) -> None:
     """Fine-tune a potential with PFT; every other hyperparameter lives in --config (see README)."""
-    from finetune.run import RunSpec, run
+    from finetune.run import ResumeError, RunSpec, run, state_path
 
     from finetune.trainer import TrainConfig
 
@@ -103,8 +103,17 @@ def finetune(
         cotrain=cotrain or None, cotrain_val=cotrain_val or None, resume=resume,
         metrics=metrics or out.with_suffix(".csv"), devices=devices,
     )
-    with reported(ValueError, OSError, KeyError):
+    try:
         summary = run(spec, train_config, progress=progress, console=err_console)
+    except ResumeError as err:
+        fail(str(err), EXIT_USAGE)
+    except (ValueError, OSError, KeyError) as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        state = state_path(out)
+        if state.is_file():
+            interrupted(f"the last finished epoch is saved in {out} and {state}", "run the same command again with --resume to continue")
+        interrupted("no epoch had finished, nothing was saved", "run the command again")
     console.print(summary)
 
 

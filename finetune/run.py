@@ -33,7 +33,16 @@ from phonon_eval.graph import build_graph
 from phonon_eval.nequix import Nequix, NequixConfig
 from phonon_eval.potential import Potential
 
-__all__ = ["RunSpec", "run", "init_potential"]
+__all__ = ["RunSpec", "ResumeError", "run", "init_potential", "state_path"]
+
+
+class ResumeError(ValueError):
+    """`resume=True` without a training state to continue from."""
+
+
+def state_path(out: Path) -> Path:
+    """Where a run writing `out` keeps its exact training state (`<out>.state`)."""
+    return out.with_name(out.name + ".state")
 
 Paths = Union[Path, Sequence[Path], None]
 """One file, several, or glob patterns of them (`finetune.frames.expand_paths`)."""
@@ -114,6 +123,9 @@ def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
 def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: Console | None = None) -> str:
     """Train; returns a one-paragraph summary."""
     console = console or Console(stderr=True)
+    state = state_path(spec.out)
+    if spec.resume and not state.is_file():
+        raise ResumeError(f"--resume: no training state {state} to continue from (it is written after each epoch); run without --resume to start afresh")
     # a bad device count is refused before the (slow) data loading
     check_devices(spec.devices, config, spec.dataset is not None, bool(spec.cotrain))
     arch = tomllib.loads(spec.init.read_text()) if spec.init is not None else None
@@ -156,8 +168,7 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     ]
     plural = "s" if spec.devices > 1 else ""
     console.print(f"batch per device / global: {', '.join(sizes)} ({spec.devices} device{plural})")
-    state = spec.out.with_name(spec.out.name + ".state")
-    if spec.resume and state.is_file():
+    if spec.resume:
         trainer.load_state(state)
         console.print(f"resumed from {state} at epoch {trainer.epoch}, step {trainer.step}")
     best = spec.out.with_name(f"{spec.out.stem}.best{spec.out.suffix}")
@@ -197,9 +208,19 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
             trainer.save_state(state)
             if spec.metrics:
                 _write_metrics(spec.metrics, trainer.history)
-    first, last = trainer.history[0], trainer.history[-1]
-    return (
-        f"wrote {spec.out} after {trainer.step} steps; validation Hessian MAE "
-        f"{first['val_hessian_mae']:.4f} -> {last['val_hessian_mae']:.4f} eV/Å², force MAE "
-        f"{first['val_force_mae']:.4f} -> {last['val_force_mae']:.4f} eV/Å"
-    )
+    return _summary(spec.out, trainer.step, trainer.history[0], trainer.history[-1])
+
+
+def _summary(out: Path, steps: int, first: dict[str, float], last: dict[str, float]) -> str:
+    """'wrote ... after N steps; validation Hessian MAE a -> b eV/Å², ...', naming only what was
+    measured (no phonon validation split or no --cotrain-val: no NaN printed for it)."""
+    said = [
+        f"{label} {first[key]:.4f} -> {last[key]:.4f} {unit}"
+        for key, label, unit in (
+            ("val_hessian_mae", "Hessian MAE", "eV/Å²"),
+            ("val_energy_mae", "energy MAE", "eV/atom"),
+            ("val_force_mae", "force MAE", "eV/Å"),
+        )
+        if np.isfinite(first.get(key, np.nan)) or np.isfinite(last.get(key, np.nan))
+    ]
+    return f"wrote {out} after {steps} steps" + (f"; validation {', '.join(said)}" if said else "; nothing validated")

@@ -206,13 +206,46 @@ def test_cli_from_scratch_then_pft_with_symmetry_sampling(tmp_path):
     assert res.exit_code == 0, res.output
     header = pe.checkpoint.read_header(tuned)
     assert header["provenance"]["training_config"]["sampler"] == "symmetry"
+    # no --cotrain-val: the energy and force MAE were not measured, and are not printed
+    assert "Hessian MAE" in res.output and "force MAE" not in res.output and "nan" not in res.output
     metrics = np.genfromtxt(tuned.with_suffix(".csv"), delimiter=",", names=True)
     assert metrics["val_hessian_mae"][-1] < metrics["val_hessian_mae"][0]
 
 
-def test_cli_refuses_bad_usage(tmp_path):
+def test_cli_refuses_bad_usage(tmp_path, tiny_ckpt):
     res = CliRunner().invoke(app, ["--out", str(tmp_path / "x.ckpt")])
     assert res.exit_code == 2 and "--model" in res.output
+    out = tmp_path / "tuned.ckpt"
+    res = CliRunner().invoke(app, ["--model", str(tiny_ckpt), "--dataset", str(BUILTIN_DATASET), "--out", str(out), "--resume", "--no-progress"])
+    assert res.exit_code == 2 and "no training state" in res.output and "tuned.ckpt.state" in " ".join(res.output.split())
+
+
+def test_summary_names_only_what_was_measured():
+    from finetune.run import _summary
+
+    nan = float("nan")
+    first = {"val_hessian_mae": 0.5, "val_energy_mae": nan, "val_force_mae": nan}
+    text = _summary("m.ckpt", 10, first, {**first, "val_hessian_mae": 0.25})
+    assert text == "wrote m.ckpt after 10 steps; validation Hessian MAE 0.5000 -> 0.2500 eV/Å²"
+    assert "nothing validated" in _summary("m.ckpt", 3, dict.fromkeys(first, nan), dict.fromkeys(first, nan))
+
+
+@pytest.mark.parametrize("saved", [False, True])
+def test_cli_interrupt_says_what_was_saved(tmp_path, tiny_ckpt, monkeypatch, saved):
+    import finetune.run
+
+    out = tmp_path / "tuned.ckpt"
+    if saved:
+        (tmp_path / "tuned.ckpt.state").write_bytes(b"state")
+
+    def interrupted(spec, config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune.run, "run", interrupted)
+    res = CliRunner().invoke(app, ["--model", str(tiny_ckpt), "--dataset", str(BUILTIN_DATASET), "--out", str(out), "--no-progress"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 130 and "interrupted:" in text
+    assert ("--resume" in text and "tuned.ckpt.state" in text) if saved else "nothing was saved" in text
 
 
 @pytest.mark.slow
