@@ -50,14 +50,14 @@ def serial(tmp_path_factory, tiny_ckpt):
     env = {**os.environ, **worker_environment(2, cores=2)}
     argv = ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(out), *FAST]
     done = subprocess.run([sys.executable, "-c", "from cli.eval import main; main()", *argv], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # written, Pt-fcc failed (the tiny model has no Pt)
     return xr.load_dataset(out)
 
 
 def test_two_workers_give_identical_results(serial, tiny_ckpt, tmp_path):
     out = tmp_path / "workers.nc"
     res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(out), "--workers", "2", *FAST])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output
     assert "local dask cluster, 2 workers" in res.output
     parallel = xr.load_dataset(out)
     assert list(parallel["status"].values) == ["ok", "failed", "ok", "ok"]
@@ -65,7 +65,7 @@ def test_two_workers_give_identical_results(serial, tiny_ckpt, tmp_path):
 
     # this process runs XLA multi-threaded: the same numbers up to float32 rounding
     res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--split", "test", "--out", str(tmp_path / "here.nc"), *FAST])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output
     here = without_timing(xr.load_dataset(tmp_path / "here.nc"))
     xr.testing.assert_allclose(here, without_timing(parallel), rtol=1e-4, atol=1e-3)
 

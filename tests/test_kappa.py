@@ -285,7 +285,7 @@ def test_cli_matbench_records_unstable_and_failed_and_resumes(si_record, tiny_ck
     res = runner.invoke(app, args + ["--materials", "mp-149"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, args + ["--resume"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # results written, mp-32 failed (unstable is an outcome, not a failure)
     assert count_evaluations == ["mp-149", "mp-149-expanded", "mp-32"]  # resume skipped mp-149
     assert "SRME" in res.output and "mean" in res.output
 
@@ -314,9 +314,14 @@ def test_cli_matbench_records_unstable_and_failed_and_resumes(si_record, tiny_ck
     assert list(ds["reference_name"].values) == ["Matbench Discovery PBE"] * 2 + [""]
     assert "vs Matbench Discovery PBE" in kappa_results_module.KappaSummary(ds).table().title
 
+    # relaxation off: nothing converged or failed to
+    assert ds["relax_converged"].dtype == "int8" and list(ds["relax_converged"].values) == [-1, -1, -1]
+    assert ds["relax_converged"].attrs["flag_meanings"] == "not_relaxed not_converged converged"
+
     # nothing left to do: --resume evaluates nothing and writes the same results
     res = runner.invoke(app, args + ["--resume"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output
+    assert "3 of 3 materials kept, 0 left" in " ".join(res.output.split())
     assert len(count_evaluations) == 3
     again = xr.load_dataset(out)
     for d in (ds, again):
