@@ -399,3 +399,22 @@ def test_mean_metrics_penalise_as_matbench_and_say_how_many():
     assert m["sre"] == pytest.approx((2 / 21 + 2 + 2 + 2) / 4) and m["srd"] == pytest.approx((-2 / 21 - 2 - 2 - 2) / 4)
     alone = metrics(to_dataset([row("a", "ok", 10.0, np.nan, np.nan), failed_row("d", "boom")], [300.0]))
     assert alone["n_used"] == 0 and np.isnan(alone["srme"])
+
+
+@pytest.mark.parametrize(("raised", "code", "said"), [
+    (KeyboardInterrupt, 130, "interrupted: 0 finished materials are saved in"),
+    (RuntimeError, 1, "no material succeeded (1 failed)"),
+])
+def test_cli_exit_status_when_interrupted_or_nothing_succeeded(tmp_path, monkeypatch, raised, code, said):
+    from cli.eval import BUILTIN_DATASET
+
+    def broken(model, material, settings):
+        raise raised("stopped")
+
+    monkeypatch.setattr(kappa_results_module, "evaluate_material", broken)
+    res = runner.invoke(app, ["kappa", "--calculator", "ase.calculators.emt:EMT", "--dataset", str(BUILTIN_DATASET.parent / "emt-kappa"),
+                              "--mesh", "4", "--out", str(tmp_path / "k.nc"), "--no-progress"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == code and said in text, res.output
+    if raised is KeyboardInterrupt:
+        assert "pft-eval kappa` command again with --resume" in text
