@@ -417,7 +417,8 @@ def kappa(
     _finish(summary, out, limit, values)
 
 
-@app.command()
+@app.command(epilog="Exit status: 0 compared; 1 no material common to all files; 2 bad usage (unreadable files, "
+             "a mix of phonon and κ files, a temperature a file lacks).")
 def compare(
     files: Annotated[list[Path], typer.Argument(help="Results files of pft-eval phonons, or of pft-eval kappa (not a mix).", show_default=False)],
     temperature: Annotated[float, typer.Option(help="Temperature of S, F, C_V (phonons) or κ, K.")] = 300.0,
@@ -428,10 +429,7 @@ def compare(
     """Models side by side: one row per results file, the MAE of every metric (κ files: the
     κ_SRME, SRE, SRD means) over the materials every file evaluated successfully, and each
     file's failure counts; which materials that common set leaves out is said on stderr
-    (and held in the json).
-
-    Exit status: 0 compared; 1 no material common to all files; 2 bad usage (unreadable
-    files, a mix of phonon and κ files, a temperature a file lacks)."""
+    (and held in the json)."""
     from phonon_eval.compare import FORMATS, CompareError, compare as _compare
 
     if format not in FORMATS:

@@ -44,7 +44,10 @@ KAPPA_METRICS = {
     "srd": ("κ_SRD", "1", "+.3f"),
     "srme_all": ("κ_SRME (all)", "1", ".3f"),
 }
-HEADINGS = {"n_materials": "materials", "n_ok": "ok", "n_failed": "failed", "kappa": "κ", "kappa_ref": "κ_ref"}
+HEADINGS = {
+    "n_materials": "materials", "n_ok": "ok", "n_failed": "failed", "n_unstable": "unstable",
+    "n_symmetry_broken": "symmetry broken", "kappa": "κ", "kappa_ref": "κ_ref",
+}
 # per-material columns of the long form
 PHONON_PER_MATERIAL = ("omega_max_K", "entropy", "free_energy", "heat_capacity", "mode_mae", "band_mae")
 KAPPA_PER_MATERIAL = ("kappa", "kappa_ref", "srd", "sre", "srme")
@@ -82,7 +85,8 @@ class Comparison:
         common: the materials every file evaluated successfully, in the first file's order.
         dropped: {material: why it is not in the common set} for every other material of any file.
         rows: one per file: file, model, counts (n_materials, n_ok, n_failed) and the metrics
-            over `common` (κ files also `srme_all`, Matbench's mean over all their materials).
+            over `common` (κ files: counts per status, and `srme_all`, Matbench's mean over all
+            their materials).
         per_material: one per (common material, file): the material's errors.
     """
 
@@ -100,7 +104,8 @@ class Comparison:
 
     def summary(self) -> str:
         """One sentence on the common set: its size, and what it leaves out."""
-        text = f"{len(self.common)} materials evaluated successfully by all {len(self.files)} files"
+        n = len(self.common)
+        text = f"{n} material{'' if n == 1 else 's'} evaluated successfully by all {len(self.files)} files"
         if not self.dropped:
             return text + ", none left out"
         shown = "; ".join(f"{m} ({why})" for m, why in list(self.dropped.items())[:10])
@@ -206,13 +211,14 @@ def compare(paths: Sequence[str | os.PathLike], temperature: float = 300.0) -> C
         head = {"file": name, "model": str(ds.attrs.get("model", "model"))}
         if kind == "phonons":
             m = phonon_metrics(ds, t, materials=common)
+            status = ds["status"].values
+            counts = {"n_materials": len(status), "n_ok": int((status == "ok").sum()), "n_failed": int((status != "ok").sum())}
             values = {k: m[k] for k in PHONON_METRICS}
         else:
             m = kappa_results.metrics(ds, t, materials=common)
-            values = {k: m[k] for k in ("srme", "sre", "srd")}
-            values["srme_all"] = kappa_results.metrics(ds, t)["srme"]
-        status = ds["status"].values
-        counts = {"n_materials": len(status), "n_ok": int((status == "ok").sum()), "n_failed": int((status != "ok").sum())}
+            every = kappa_results.metrics(ds, t)
+            counts = {k: every[k] for k in ("n_materials", "n_ok", "n_unstable", "n_symmetry_broken", "n_failed")}
+            values = {**{k: m[k] for k in ("srme", "sre", "srd")}, "srme_all": every["srme"]}
         rows.append({**head, **counts, **values})
         long += [{"material": c, **head, **v} for c, v in _per_material(ds, kind, t, common).items()]
     order = {c: k for k, c in enumerate(common)}

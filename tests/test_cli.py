@@ -27,3 +27,9 @@ def test_finetune_help_is_complete():
     assert res.exit_code == 0
     for option in ["--model", "--init", "--dataset", "--symmetry-sampling", "--cotrain", "--config", "--resume", "--epochs"]:
         assert option in res.output
+
+
+def test_help_states_the_exit_status():
+    for app, command in ((eval_app, ["phonons", "--help"]), (eval_app, ["kappa", "--help"]), (finetune_app, ["--help"])):
+        text = " ".join(runner.invoke(app, command).output.split())
+        assert "Exit status" in text and "130 interrupted" in text and "2 bad usage" in text, command

@@ -169,3 +169,20 @@ def test_interrupt_says_what_was_saved_and_how_to_resume(tmp_path, tiny_ckpt, mo
     monkeypatch.setattr(runner_module, "evaluate_material", real)
     res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "Cu-fcc,CuAu-L10", "--out", str(out), "--resume", *FAST])
     assert res.exit_code == 0 and "1 of 2 materials kept, 1 left" in " ".join(res.output.split()), res.output
+
+
+def test_resume_of_a_file_written_before_the_flags(tmp_path, tiny_ckpt):
+    """A results file whose stability flags are plain int64 (before int8 with CF flag attributes)
+    is still resumed."""
+    out = tmp_path / "r.nc"
+    res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "Cu-fcc", "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    old = xr.load_dataset(out)
+    for name in ("stable", "stable_ref"):
+        old[name] = old[name].astype("int64")
+        old[name].attrs = {k: v for k, v in old[name].attrs.items() if not k.startswith("flag_")}
+    old.to_netcdf(out)
+    res = runner.invoke(app, ["phonons", str(tiny_ckpt), "--materials", "Cu-fcc,CuAu-L10", "--out", str(out), "--resume", *FAST])
+    assert res.exit_code == 0, res.output
+    ds = xr.load_dataset(out)
+    assert list(ds["material"].values) == ["Cu-fcc", "CuAu-L10"] and set(ds["stable"].values) <= {0, 1}
