@@ -256,7 +256,7 @@ def _finish(summary, out: Path, limit: int | None, values: bool = False) -> None
 SplitFileOption = Annotated[Optional[Path], typer.Option(
     "--split-file", help="Split JSON {\"train\": [...], \"test\": [...]} (default: DATASET/split.json), e.g. MDR's pbe_mdr_split.json as it is.",
     show_default=False)]
-ValuesOption = Annotated[bool, typer.Option("--values", help="Print the model and reference values beside the differences, and relative errors.")]
+ValuesOption = Annotated[bool, typer.Option("--values", help="Print the long table: per material and quantity (ω_max, S, F, C_V and the unit-cell volume after relaxation) the model and reference values, the difference and the relative error.")]
 
 
 @app.command(epilog=EXIT_HELP)

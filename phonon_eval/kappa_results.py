@@ -5,7 +5,8 @@ axes, for q-meshes and q-points), `band`, and the flat ragged `qpoint` for the m
 material's irreducible q-points: the CF "contiguous ragged array" form, `qpoint_count[material]`
 consecutive q-points per material (`sample_dimension` attribute). Bands beyond a material's
 3·n_primitive are NaN. Materials without a model κ carry the Matbench penalty (SRME = SRE = 2,
-SRD = -2) and no mode data.
+SRD = -2) and no mode data. `relax_converged` is int8 with CF flag attributes: -1 when no
+relaxation was run (off, or the material failed first), 0 ran out of steps, 1 converged.
 
 `run_kappa` evaluates materials one by one through `phonon_eval.runner`: each is written as it
 finishes, a crash loses at most the material in flight, and `resume=True` skips what is saved.

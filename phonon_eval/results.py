@@ -5,7 +5,9 @@ Dimensions: `material`, `temperature`, `band`, and two flat ragged dimensions fo
 length between materials: `path_point` (band paths) and `dos_point` (DOS grids). The CF
 "contiguous ragged array" form is used: `path_count[material]` and `dos_count[material]` give
 how many consecutive points belong to each material (`sample_dimension` attribute). Bands
-beyond a material's 3·n_primitive are NaN.
+beyond a material's 3·n_primitive are NaN. Yes/no variables (`stable`, `stable_ref`) are int8
+with CF `flag_values` -1, 0, 1 and `flag_meanings` (netCDF has no boolean type; -1: the material
+failed first); settings are global attributes `setting_*`, arrays as arrays.
 """
 
 from __future__ import annotations
