@@ -20,7 +20,7 @@ The projections are only unbiased for a squared loss: their term is "mse",
 ‖Ĥv − Φv‖² / (3N ‖v‖²), which for every kind estimates the mean squared entry error (eV/Å²)²,
 so the three kinds share one scale and λΦ means the same for them. That scale is the square of
 the "mae" scale: for a typical Hessian MAE of 0.05 eV/Å², an "mse" term of the same weight is
-about 20 times smaller (the README gives the weights used in the benchmark).
+about 20 times smaller, and λΦ should grow accordingly.
 """
 
 from __future__ import annotations

@@ -126,8 +126,9 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     state = state_path(spec.out)
     if spec.resume and not state.is_file():
         raise ResumeError(f"--resume: no training state {state} to continue from (it is written after each epoch); run without --resume to start afresh")
-    # a bad device count is refused before the (slow) data loading
+    # a bad device count or metric is refused before the (slow) data loading
     check_devices(spec.devices, config, spec.dataset is not None, bool(spec.cotrain))
+    _check_selection(config)
     arch = tomllib.loads(spec.init.read_text()) if spec.init is not None else None
     potential = None if arch is not None else load_potential(spec.model)
     cutoff = float(arch.get("cutoff", 5.0)) if arch is not None else potential.cutoff
@@ -136,7 +137,6 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     if potential is None:
         potential = init_potential(arch, cotrain, config.seed)
 
-    _check_selection(config)
     train: list[Example] = []
     val: list[Example] = []
     val_records: list = []

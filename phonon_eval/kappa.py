@@ -6,7 +6,9 @@ the fc2 and fc3 supercells as phono3py does (0.03 Å), get the forces of all dis
 from the model's force provider (for a JAX potential, one compiled function in chunks over one
 shared neighbour graph; for an ASE calculator, one structure at a time), make
 fc2 and fc3 exactly as `phono3py.load` makes them from DFT forces, check for imaginary modes on
-the q-mesh, and solve for κ (RTA, Wigner or LBTE) at the requested temperatures.
+the q-mesh, and solve for κ (RTA, Wigner or LBTE) at the requested temperatures. The `fast`
+protocol instead fits fc2 and fc3 with symfc to a few supercells with every atom displaced at
+random (`generate_displacements`), about a tenth as many.
 
 The reference is either given (a Matbench Discovery DFT reference file, read here) or computed
 from a record's DFT forces with exactly the same phono3py calls (`reference_conductivity`).
@@ -145,8 +147,8 @@ class KappaSettings(ProtocolSettings):
             separate fc2 supercell keeps its few systematic displacements either way.
         random_factor: random supercells as a multiple of the minimum, the free fc2 + fc3
             parameters (symfc's basis) over the 3N force components of one supercell.
-        random_supercells: the number of random supercells instead (even; refused when fewer
-            than the free parameters need).
+        random_supercells: the number of random supercells instead (even; refused below
+            `MIN_RANDOM_FACTOR` times the minimum).
         random_seed: of the random displacements.
         cutoff: fc3 pair cutoff, Å: pairs farther apart get no fc3 (fewer pair supercells, fewer
             free parameters), or None for all pairs.
@@ -503,8 +505,8 @@ def generate_displacements(ph3: Phono3py, settings: KappaSettings) -> int:
         The free fc2 + fc3 parameters of a random set (0 for pairs, fitted by finite differences).
 
     Raises:
-        ValueError: fewer random supercells than the free parameters need: symfc would return
-            force constants fitted to too few forces without saying so.
+        ValueError: fewer random supercells than `MIN_RANDOM_FACTOR` times the minimum that
+            the free parameters need: symfc would return a bad fit without saying so.
     """
     if settings.displacements == "pairs":
         ph3.generate_displacements(distance=settings.displacement, cutoff_pair_distance=settings.cutoff)
