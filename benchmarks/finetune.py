@@ -17,7 +17,7 @@ reach the level all of them reach.
     python benchmarks/finetune.py [--steps 5] [--max-gb 8]
     python benchmarks/finetune.py --curve [--steps 5]
     python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
-    python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16]
+    python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16] [--lr 3e-3] [--batch-size 2]
 
 With --probes: on distorted EMT alloys (`generate.low_symmetry_materials`, 12 column classes per
 supercell), the variance of the per-HVP parameter gradient around the full-Hessian gradient of
@@ -104,7 +104,7 @@ def _flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))])
 
 
-def probes(epochs: int, seeds: int, n_train: int, draws: int) -> None:
+def probes(epochs: int, seeds: int, n_train: int, draws: int, lr: float = 3e-3, batch_size: int = 2) -> None:
     """Gradient variance per HVP and steps to a target validation Hessian MAE, per probe kind,
     on distorted (low-symmetry) EMT alloys made by the project's generator."""
     import tempfile
@@ -156,7 +156,7 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int) -> None:
     curves: dict[str, list[np.ndarray]] = {}
     for probe, loss in kinds:
         for seed in range(seeds):
-            cfg = TrainConfig(epochs=epochs, batch_size=2, learning_rate=3e-3, schedule="constant", ema_decay=0.0,
+            cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule="constant", ema_decay=0.0,
                               force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed, probe=probe,
                               hessian_loss=loss)
             trainer = Trainer(start(seed), cfg, examples, val)
@@ -166,7 +166,7 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int) -> None:
             curves.setdefault(f"{probe}/{loss}", []).append(np.array(curve))
     mean = {k: np.mean(v, axis=0) for k, v in curves.items()}
     per_epoch = trainer.steps_per_epoch
-    print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam 3e-3:")
+    print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam {lr:g}, batch {batch_size}:")
     print("  step " + " ".join(f"{k:>16s}" for k in mean))
     for step in range(0, epochs * per_epoch + 1, per_epoch):
         print(f"{step:6d} " + " ".join(f"{mean[k][step]:16.4f}" for k in mean))
@@ -242,9 +242,11 @@ def main() -> None:
     parser.add_argument("--probes", action="store_true", help="compare Hessian probes on distorted EMT alloys instead")
     parser.add_argument("--records", type=int, default=6, help="with --probes: training records")
     parser.add_argument("--draws", type=int, default=16, help="with --probes: probe draws per structure for the variance")
+    parser.add_argument("--lr", type=float, default=3e-3, help="with --probes: Adam's learning rate")
+    parser.add_argument("--batch-size", type=int, default=2, help="with --probes: structures per step")
     args = parser.parse_args()
     if args.probes:
-        probes(args.epochs, args.seeds, args.records, args.draws)
+        probes(args.epochs, args.seeds, args.records, args.draws, args.lr, args.batch_size)
         return
     if args.sampling:
         sampling(args.epochs, args.seeds)
