@@ -101,8 +101,15 @@ def test_committed_emt_data_matches_the_generator(tmp_path):
     fresh, committed = read_record(path), read_record(REPO / "data" / "emt" / "Pt-fcc.yaml.xz")
     np.testing.assert_allclose(fresh.unitcell.cell, committed.unitcell.cell, atol=1e-8)
     np.testing.assert_allclose(fresh.force_constants, committed.force_constants, atol=1e-8)
+    # The sums include Gamma's acoustic modes (the MDR convention, phonopy's default cutoff of 0),
+    # whose frequencies are round-off (~1e-7 THz): the sign each gets on a given CPU decides whether
+    # it enters F and S, adding kT ln(h nu / kT) / N_q (2.3e-3 kJ/mol at 600 K for two modes of
+    # Pt's 44^3 mesh, seen between two machines). The zero-point energy and C_V do not feel it.
+    loose = {"free_e": 1e-2, "entropy": 2e-2}
     for key, value in committed.reference.items():
-        np.testing.assert_allclose(fresh.reference[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
+        atol = loose.get(key, 1e-6)
+        np.testing.assert_allclose(fresh.reference[key], value, rtol=1e-6, atol=atol, err_msg=key)
+    np.testing.assert_allclose(fresh.reference["free_e"][0], committed.reference["free_e"][0], rtol=1e-8)
 
 
 def test_emt_materials_and_split():
