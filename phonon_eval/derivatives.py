@@ -23,7 +23,21 @@ __all__ = [
     "hessian_column",
     "hessian",
     "third_order",
+    "over_leading_axis",
 ]
+
+
+def over_leading_axis(fn: Callable[[jax.Array], jax.Array], xs: jax.Array) -> jax.Array:
+    """fn over the leading axis of xs (several displaced copies, several HVP directions).
+
+    vmap on accelerators, where batching fills the device. On the CPU a sequential `lax.map`
+    inside the same compiled program: XLA:CPU runs the batched gathers and scatters of message
+    passing slower than a loop of unbatched ones once a model is large (nequix-mp-1 on 64-atom
+    NaCl: forces 1.5-1.7x and HVPs 1.4x faster than vmap), and a small model is level.
+    """
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(fn, xs)
+    return jax.vmap(fn)(xs)
 
 
 def _strained(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> Callable:

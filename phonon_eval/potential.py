@@ -148,13 +148,13 @@ def _hvp(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Arr
 @eqx.filter_jit
 def _hvp_batch(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array, vs: jax.Array):
     f = potential.energy_fn(graph)
-    return jax.vmap(lambda v: derivatives.hvp(f, positions, cell, v))(vs)
+    return derivatives.over_leading_axis(lambda v: derivatives.hvp(f, positions, cell, v), vs)
 
 
 @eqx.filter_jit
 def _forces_batch(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array):
     f = potential.energy_fn(graph)
-    return jax.vmap(lambda r: derivatives.forces(f, r, cell))(positions)
+    return derivatives.over_leading_axis(lambda r: derivatives.forces(f, r, cell), positions)
 
 
 @eqx.filter_jit

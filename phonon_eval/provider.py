@@ -260,7 +260,6 @@ class EnergyFunction(ForceProvider):
         equinox module's arrays are traced like the parameters, not baked in as constants."""
         if self._jitted is None:
             import equinox as eqx
-            import jax
 
             from phonon_eval import derivatives
 
@@ -273,10 +272,14 @@ class EnergyFunction(ForceProvider):
                 "efs": eqx.filter_jit(lambda f, p, r, c, z: derivatives.energy_forces_stress(bound(f, p, z), r, c)),
                 "ef": eqx.filter_jit(lambda f, p, r, c, z: derivatives.energy_and_forces(bound(f, p, z), r, c)),
                 "forces": eqx.filter_jit(
-                    lambda f, p, rs, c, z: jax.vmap(lambda r: derivatives.forces(bound(f, p, z), r, c))(rs)
+                    lambda f, p, rs, c, z: derivatives.over_leading_axis(
+                        lambda r: derivatives.forces(bound(f, p, z), r, c), rs
+                    )
                 ),
                 "hvp": eqx.filter_jit(
-                    lambda f, p, r, c, z, vs: jax.vmap(lambda v: derivatives.hvp(bound(f, p, z), r, c, v))(vs)
+                    lambda f, p, r, c, z, vs: derivatives.over_leading_axis(
+                        lambda v: derivatives.hvp(bound(f, p, z), r, c, v), vs
+                    )
                 ),
             }
         return self._jitted

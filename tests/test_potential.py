@@ -195,6 +195,25 @@ def test_padding_does_not_change_results(tiny, nacl):
         np.testing.assert_allclose(s, ref[2], atol=1e-12)
 
 
+def test_batched_forces_and_columns_equal_one_structure_at_a_time(tiny, nacl):
+    """The batched paths (lax.map on the CPU, vmap elsewhere) give the unbatched numbers, for a
+    count that is not a multiple of the chunk (the last chunk is padded)."""
+    rng = np.random.default_rng(3)
+    copies = nacl.positions + rng.uniform(-0.02, 0.02, (5, len(nacl), 3))
+    batched = pe.batched_forces(tiny, nacl, copies, skin=0.2, chunk=2)
+    for positions, f in zip(copies, batched):
+        atoms = nacl.copy()
+        atoms.positions = positions
+        np.testing.assert_allclose(f, pe.energy_forces_stress(tiny, atoms)[1], atol=1e-12)
+    columns = [(0, 0), (1, 2), (3, 1)]
+    for (atom, axis), col in zip(columns, pe.hessian_columns(tiny, nacl, columns, chunk=2)):
+        v = np.zeros((len(nacl), 3))
+        v[atom, axis] = 1.0
+        np.testing.assert_allclose(col, pe.hessian_vector_product(tiny, nacl, v), atol=1e-12)
+    xs = jnp.asarray(rng.normal(size=(3, 4)))
+    np.testing.assert_array_equal(derivatives.over_leading_axis(jnp.sin, xs), jax.vmap(jnp.sin)(xs))
+
+
 def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, nacl):
     """Only shapes select a compiled function: a smaller structure padded like `nacl` compiles
     nothing new, and its results equal those of its own unpadded graph."""
