@@ -33,7 +33,7 @@ def over_leading_axis(fn: Callable[[jax.Array], jax.Array], xs: jax.Array) -> ja
     vmap on accelerators, where batching fills the device. On the CPU a sequential `lax.map`
     inside the same compiled program: XLA:CPU runs the batched gathers and scatters of message
     passing slower than a loop of unbatched ones once a model is large (nequix-mp-1 on 64-atom
-    NaCl: forces 1.5-1.7x and HVPs 1.4x faster than vmap), and a small model is level.
+    NaCl: forces 1.6-1.7x and HVPs 1.4x faster than vmap), and a small model is level.
     """
     if jax.default_backend() == "cpu":
         return jax.lax.map(fn, xs)
