@@ -6,8 +6,10 @@ frames (8-atom fcc cells of the same seven elements) in ASE databases of 1,000 f
 size of F frames co-trains on the first F / 1,000 of them (`--cotrain` with several files).
 Past `--distinct-shards` databases the files repeat the first ones byte for byte (EMT and
 ase.db take 5 ms a frame to make): the reading, indexing and memory per frame are the same.
-Each size is measured in a fresh subprocess: it builds the phonon examples (compact force
-constants) and the streamed frame source, then trains `--steps` steps (one phonon step, four
+The phonon examples (supercell, symmetry classes, compact force constants) of the largest record
+set are made without a cache, timed per record, then loaded from a warm example cache (what
+every later run does; the copies share their bytes, so it holds 16 entries), timed again. Each size is measured in a fresh subprocess: it loads the phonon
+examples from that cache and builds the streamed frame source, then trains `--steps` steps (one phonon step, four
 upstream steps, as in the public configuration) with a small Nequix, and reports its peak RSS
 (`resource.getrusage`) and the medians per step of: the time to make a batch (reading frames,
 building graphs, on the loader thread), the time the step waited for it, and the step itself.
@@ -78,7 +80,7 @@ def make_frames(path: Path, n: int, seed: int) -> None:
     tmp.rename(path)
 
 
-def child(dataset: Path, split: str, shards: list[str], steps: int) -> None:
+def child(dataset: Path, split: str, cache: Path, shards: list[str], steps: int) -> None:
     """One measurement, in its own process: prints a JSON line."""
     import resource
 
@@ -87,7 +89,8 @@ def child(dataset: Path, split: str, shards: list[str], steps: int) -> None:
     import numpy as np
 
     import phonon_eval as pe
-    from finetune.data import phonon_examples
+    from finetune.array_cache import ArrayCache
+    from finetune.data import dataset_examples
     from finetune.frames import FrameSource
     from finetune.trainer import TrainConfig, Trainer
 
@@ -100,7 +103,7 @@ def child(dataset: Path, split: str, shards: list[str], steps: int) -> None:
     base = rss_mb()
     t = time.perf_counter()
     data = pe.Dataset(dataset)
-    train = phonon_examples(data.records(split), "symmetry")
+    train = dataset_examples(data, data.split(split), "symmetry", cache=ArrayCache(cache))
     phonon_s = time.perf_counter() - t
     t = time.perf_counter()
     frames = FrameSource(shards, potential.cutoff)
@@ -137,8 +140,8 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        dataset, split, steps, *shards = args.child
-        return child(Path(dataset), split, shards, int(steps))
+        dataset, split, cache, steps, *shards = args.child
+        return child(Path(dataset), split, Path(cache), shards, int(steps))
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pft-scale-"))
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -160,7 +163,25 @@ def main() -> None:
         else:  # EMT at 5 ms a frame would take longer than the measurement: repeat the shards
             shutil.copyfile(shards[k % args.distinct_shards], path)
     print(f"{n_shards * SHARD} frames in {n_shards} databases ({min(n_shards, args.distinct_shards)} distinct) written in {time.perf_counter() - t:.1f} s")
+    from finetune.array_cache import ArrayCache
+    from finetune.data import dataset_examples
     from finetune.frames import FrameSource
+    from phonon_eval.datasets import Dataset
+
+    cache = work / "example-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    data = Dataset(work / "records")
+    per_record = []
+    # made without a cache (copies share their bytes, so a cold cache would make only 16), then
+    # loaded from a warm one
+    for store in (None, ArrayCache(cache)):
+        if store is not None:
+            dataset_examples(data, ids, "symmetry", cache=store)
+        t = time.perf_counter()
+        dataset_examples(data, ids, "symmetry", cache=store)
+        per_record.append(1e3 * (time.perf_counter() - t) / len(ids))
+    print(f"phonon examples of {len(ids)} records: made {per_record[0]:.1f} ms per record, loaded from the cache "
+          f"{per_record[1]:.1f} ms ({per_record[0] / per_record[1]:.0f}x)")
 
     t = time.perf_counter()
     FrameSource(shards, 4.0)  # the one pass of each file, cached beside it
@@ -169,7 +190,7 @@ def main() -> None:
     sizes = list(zip(records + [records[-1]] * (len(frames) - len(records)), frames + [frames[-1]] * (len(records) - len(frames))))
     results = []
     for n_rec, n_frames in sizes:
-        argv = [sys.executable, __file__, "--child", str(work / "records"), f"n{n_rec}", str(args.steps)]
+        argv = [sys.executable, __file__, "--child", str(work / "records"), f"n{n_rec}", str(cache), str(args.steps)]
         argv += [str(p) for p in shards[: -(-n_frames // SHARD)]]
         out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
         if out.returncode:

@@ -46,6 +46,10 @@ def finetune(
         "classes of columns, weighted by the square root of their multiplicity). The projections estimate the "
         "squared Hessian error without bias; see the README."), show_default=False)] = None,
     hessian_loss: Annotated[Optional[str], typer.Option(help="mae (the seed's, columns only) or mse (default for the projections).", show_default=False)] = None,
+    probes_per_structure: Annotated[Optional[int], typer.Option(help=(
+        "K: HVPs per phonon structure per step, along K independently drawn probes of the --probe kind, "
+        "pushed through one linearisation of the forces (the forward and backward pass are shared); the "
+        "Hessian term is their mean (default 1)."), show_default=False)] = None,
     val_every: Annotated[Optional[int], typer.Option(help=(
         "Every N epochs (and before training), evaluate ω_max, S, F and C_V of the validation records with the "
         "EMA weights (analytic force constants at the records' geometry) against their DFT ones; MAEs at 300 K "
@@ -65,10 +69,16 @@ def finetune(
         "XLA_FLAGS=--xla_force_host_platform_device_count=N gives N host devices."))] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from <out>.state (refused if there is none).")] = False,
     metrics: Annotated[Optional[Path], typer.Option(help="CSV of per-epoch metrics (default <out>.csv).")] = None,
+    example_cache: Annotated[Optional[Path], typer.Option(help=(
+        "Folder where each record's phonon example (supercell, symmetry classes, compact force constants) "
+        "is kept between runs, named by the record file's content hash: 10,000 records load in seconds "
+        "instead of minutes. Default $PFT_CACHE_DIR/examples, else ~/.cache/pft/examples; 'off' makes "
+        "every example afresh."), show_default=False)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")] = True,
     version: VersionOption = False,
 ) -> None:
     """Fine-tune a potential with PFT; every other hyperparameter lives in --config (see README)."""
+    from finetune.array_cache import default_cache_dir
     from finetune.run import ResumeError, RunSpec, run, state_path
 
     from finetune.trainer import TrainConfig
@@ -88,7 +98,7 @@ def finetune(
         fail(f"{config}: unknown settings {', '.join(sorted(unknown))}", EXIT_USAGE)
     overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    given = {"probe": probe, "hessian_loss": hessian_loss, "val_every": val_every, "select_by": select_by}
+    given = {"probe": probe, "hessian_loss": hessian_loss, "probes_per_structure": probes_per_structure, "val_every": val_every, "select_by": select_by}
     settings.update({k: v for k, v in given.items() if v is not None})
     if symmetry_sampling:
         settings["sampler"] = "symmetry"
@@ -102,6 +112,7 @@ def finetune(
         out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,
         cotrain=cotrain or None, cotrain_val=cotrain_val or None, resume=resume,
         metrics=metrics or out.with_suffix(".csv"), devices=devices,
+        example_cache=None if str(example_cache) == "off" else example_cache or default_cache_dir() / "examples",
     )
     try:
         summary = run(spec, train_config, progress=progress, console=err_console)

@@ -14,29 +14,34 @@ import dataclasses
 import hashlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, NoReturn, Protocol, Sequence
 
 import ase
 import ase.db
 import ase.io
 import jax
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
 import jax.numpy as jnp
 import numpy as np
 
+from finetune.array_cache import ArrayCache, content_digest
 from finetune.force_constants import CompactForceConstants, compact_force_constants, hessian_column
 from finetune.loss import Batch
 from finetune.probes import PROBES, draw_probe, force_constant_product
 from finetune.samplers import ColumnSampler, SamplerKind, make_sampler
 from phonon_eval.graph import bucket, count_edges
+from phonon_eval.datasets import Dataset
 from phonon_eval.potential import Potential
-from phonon_eval.records import Record
+from phonon_eval.records import SYMPREC, Record
 from phonon_eval.symmetry import ColumnSet, SupercellSymmetry
 
-__all__ = ["Example", "ExampleSource", "phonon_examples", "upstream_example", "upstream_examples", "read_frames", "Batcher", "Columns"]
+__all__ = ["Example", "ExampleSource", "phonon_examples", "phonon_example", "dataset_examples", "upstream_example", "upstream_examples", "read_frames", "Batcher", "Columns"]
 
-Columns = list[tuple[int, int, float] | np.ndarray]
+Probe = tuple[int, int, float] | np.ndarray
+Columns = list[Probe | list[Probe]]
 """What each structure of a batch supervises: (atom, direction, weight) of a Hessian column, or
-a projection probe v (N, 3) (`finetune.probes`)."""
+a projection probe v (N, 3) (`finetune.probes`); a list of K of them with K probes per structure."""
 
 
 @dataclasses.dataclass
@@ -96,31 +101,100 @@ def phonon_examples(
         need_energy: refuse a record without an energy.
         dtype: of the stored force constants: the potential's (the loss is computed in it).
     """
+    return [phonon_example(record, sampler, need_energy=need_energy, dtype=dtype) for record in records]
+
+
+def phonon_example(
+    record: Record, sampler: SamplerKind = "uniform", *, need_energy: bool = False, dtype: np.dtype | type = np.float32
+) -> Example:
+    """One record's phonon example (`phonon_examples`)."""
+    atoms = record.supercell()
+    n = len(atoms)
+    classes = SupercellSymmetry.from_atoms(atoms).column_orbits()
+    ref = record.reference
+    if need_energy and "energy" not in ref:
+        _no_energy(record.source, record.id)
+    energy = float(ref["energy"]) / float(ref.get("nsites", len(record.unitcell))) * n if "energy" in ref else 0.0
+    return _phonon_example(record.id, atoms, energy, compact_force_constants(record, dtype), classes, sampler)
+
+
+def dataset_examples(
+    dataset: Dataset,
+    ids: Iterable[str],
+    sampler: SamplerKind = "uniform",
+    *,
+    need_energy: bool = False,
+    dtype: np.dtype | type = np.float32,
+    cache: ArrayCache | None = None,
+) -> list[Example]:
+    """`phonon_examples` of the records `ids` of `dataset`, each loaded from `cache` when a file
+    of the same bytes was made into an example before (then the record is not even read).
+
+    A hit is the example made afresh, array for array (tests/test_finetune_scale.py): the key
+    holds the file's bytes, the dtype, the symmetry tolerance and `CACHE_FORMAT`.
+    """
     out = []
-    for record in records:
-        atoms = record.supercell()
-        n = len(atoms)
-        classes = SupercellSymmetry.from_atoms(atoms).column_orbits()
-        ref = record.reference
-        if need_energy and "energy" not in ref:
-            raise ValueError(
-                f"{record.source}: material {record.id!r}, field 'energy': missing or NaN, "
-                "but energy_weight > 0 trains on it (set energy_weight = 0, or leave this record out)"
-            )
-        energy = float(ref["energy"]) / float(ref.get("nsites", len(record.unitcell))) * n if "energy" in ref else 0.0
-        out.append(
-            Example(
-                id=record.id,
-                atoms=atoms,
-                energy=energy,
-                forces=np.zeros((n, 3)),
-                stress=np.zeros((3, 3)),
-                force_constants=compact_force_constants(record, dtype),
-                sampler=make_sampler(sampler, n, classes),
-                classes=classes,
-            )
-        )
+    for material_id in ids:
+        path = dataset.path(material_id)
+        key = content_digest(path, CACHE_FORMAT, np.dtype(dtype).name, SYMPREC) if cache is not None else ""
+        arrays = cache.get(key) if cache is not None else None
+        if arrays is None:
+            record = dataset[material_id]
+            ex = phonon_example(record, sampler, need_energy=need_energy, dtype=dtype)
+            if cache is not None:
+                cache.put(key, _example_arrays(ex, has_energy="energy" in record.reference))
+        else:
+            if need_energy and not arrays["has_energy"]:
+                _no_energy(path, material_id)
+            ex = _example_from_arrays(material_id, arrays, sampler)
+        out.append(ex)
     return out
+
+
+CACHE_FORMAT = 1
+"""Version of what a cached phonon example holds and how it is made: raise it with any change
+to `phonon_example`, `compact_force_constants` or the column classes, so old entries go unused."""
+
+
+def _no_energy(source: object, material_id: str) -> NoReturn:
+    raise ValueError(
+        f"{source}: material {material_id!r}, field 'energy': missing or NaN, "
+        "but energy_weight > 0 trains on it (set energy_weight = 0, or leave this record out)"
+    )
+
+
+def _phonon_example(
+    material_id: str, atoms: ase.Atoms, energy: float, fc: CompactForceConstants, classes: ColumnSet, sampler: SamplerKind
+) -> Example:
+    n = len(atoms)
+    return Example(
+        id=material_id,
+        atoms=atoms,
+        energy=energy,
+        forces=np.zeros((n, 3)),
+        stress=np.zeros((3, 3)),
+        force_constants=fc,
+        sampler=make_sampler(sampler, n, classes),
+        classes=classes,
+    )
+
+
+def _example_arrays(ex: Example, has_energy: bool) -> dict[str, np.ndarray]:
+    fc, classes, atoms = ex.force_constants, ex.classes, ex.atoms
+    return {
+        "numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell.array, "pbc": atoms.pbc,
+        "masses": atoms.get_masses(), "energy": np.array(ex.energy), "has_energy": np.array(has_energy),
+        "fc": fc.fc, "primitive": fc.primitive, "translation": fc.translation, "permutations": fc.permutations,
+        "class_atoms": classes.atoms, "class_directions": classes.directions,
+        "class_multiplicity": classes.multiplicity,
+    } | ({} if classes.labels is None else {"class_labels": classes.labels})
+
+
+def _example_from_arrays(material_id: str, z: dict[str, np.ndarray], sampler: SamplerKind) -> Example:
+    atoms = ase.Atoms(numbers=z["numbers"], positions=z["positions"], cell=z["cell"], pbc=z["pbc"], masses=z["masses"])
+    fc = CompactForceConstants(fc=z["fc"], primitive=z["primitive"], translation=z["translation"], permutations=z["permutations"])
+    classes = ColumnSet(z["class_atoms"], z["class_directions"], z["class_multiplicity"], z.get("class_labels"))
+    return _phonon_example(material_id, atoms, float(z["energy"]), fc, classes, sampler)
 
 
 def read_frames(path: str | Path) -> list[ase.Atoms]:
@@ -132,8 +206,19 @@ def read_frames(path: str | Path) -> list[ase.Atoms]:
     return ase.io.read(path, ":")
 
 
-def upstream_example(atoms: ase.Atoms, source: str, i: int) -> Example:
-    """Frame `i` of `source` as an energy/force/stress example; no energy or forces is refused by name."""
+def upstream_example(atoms: ase.Atoms, source: str, i: int, *, as_read: bool = False) -> Example:
+    """Frame `i` of `source` as an energy/force/stress example; no energy or forces is refused by name.
+
+    `as_read`: the frame was just read from a file, so its stored results are taken as they are
+    (ASE's getters first compare the atoms with the calculator's copy of them, which is half the
+    time of streaming a frame).
+    """
+    results = getattr(atoms.calc, "results", None) or {}
+    if as_read and isinstance(atoms.calc, SinglePointCalculator) and "energy" in results and "forces" in results:
+        energy, forces, stress = results["energy"], np.array(results["forces"]), results.get("stress")
+        if stress is not None:
+            stress = np.array(stress).reshape(3, 3) if np.size(stress) == 9 else voigt_6_to_full_3x3_stress(stress)
+        return Example(id=f"{source}#{i}", atoms=atoms.copy(), energy=float(energy), forces=forces, stress=stress)
     try:
         energy = atoms.get_potential_energy()
         forces = atoms.get_forces()
@@ -163,17 +248,22 @@ class Batcher:
         max_padding: a size bucket joins the next larger one (same atom count) when padding its
             edges that far costs at most this factor. Every group is one compilation of the step,
             which on CPU takes far longer than the padded work it saves on a small dataset.
+        probes: K, the probes per phonon structure per step (drawn independently; `finetune.loss`
+            pushes them through one linearisation).
     """
 
     def __init__(
         self, potential: Potential, examples: Sequence[Example] | ExampleSource, batch_size: int, max_padding: float = 1.5,
-        probe: str = "column",
+        probe: str = "column", probes: int = 1,
     ):
         if not len(examples):
             raise ValueError("no examples to batch")
         if probe not in PROBES:
             raise ValueError(f"unknown probe {probe!r} ({', '.join(PROBES)})")
+        if probes < 1:
+            raise ValueError(f"probes per structure must be at least 1, got {probes}")
         self.probe = probe
+        self.probes = probes
         self.examples = examples
         self.batch_size = batch_size
         self.potential = potential
@@ -224,18 +314,19 @@ class Batcher:
         for i in indices:
             ex = self.examples[i]
             if ex.force_constants is None or (self.probe == "column" and ex.sampler is None):
-                out.append((0, 0, 0.0))
+                drawn = [(0, 0, 0.0)] * self.probes
             elif self.probe == "column":
-                out.append(ex.sampler.draw(rng))
+                drawn = [ex.sampler.draw(rng) for _ in range(self.probes)]
             else:
-                out.append(draw_probe(self.probe, len(ex.atoms), ex.classes, rng))
+                drawn = [draw_probe(self.probe, len(ex.atoms), ex.classes, rng) for _ in range(self.probes)]
+            out.append(drawn[0] if self.probes == 1 else drawn)
         return out
 
     def make(
         self, indices: Sequence[int], rng: np.random.Generator | None = None, columns: Sequence[tuple] | None = None
     ) -> Batch:
-        """The batch of `indices`; columns drawn from each sampler, or given as (atom, direction)
-        (weight 1) or (atom, direction, weight) per structure."""
+        """The batch of `indices`; columns drawn from each sampler, or given per structure as
+        (atom, direction) (weight 1), (atom, direction, weight) or a probe vector, or a list of K."""
         indices = [int(i) for i in indices]
         if columns is None and self.has_columns:
             columns = self.draw(indices, rng)
@@ -247,10 +338,11 @@ class Batcher:
         dt = self.dtype
         pos = np.zeros((len(examples), n_nodes, 3), dt)
         forces = np.zeros_like(pos)
-        vector = np.zeros_like(pos)
-        column = np.zeros_like(pos)
+        vector = np.zeros((len(examples), self.probes, n_nodes, 3), dt)
+        column = np.zeros_like(vector)
+        weight = np.zeros((len(examples), self.probes), dt)
         stress = np.zeros((len(examples), 3, 3), dt)
-        has_stress, weight, energy, n_atoms, cell, graphs = [], [], [], [], [], []
+        has_stress, energy, n_atoms, cell, graphs = [], [], [], [], []
         for k, ex in enumerate(examples):
             n = len(ex.atoms)
             pos[k, :n] = ex.atoms.positions
@@ -263,19 +355,22 @@ class Batcher:
             cell.append(ex.atoms.cell.array)
             # a masked copy repeats the last structure: its graph too, not a second neighbour search
             graphs.append(self.potential.graph(ex.atoms, n_nodes=n_nodes, n_edges=n_edges) if k < n_real else graphs[-1])
-            w = 0.0
-            if ex.force_constants is not None and columns is not None:
-                probe = columns[min(k, n_real - 1)]  # a masked copy repeats the last
+            if ex.force_constants is None or columns is None:
+                continue
+            given = columns[min(k, n_real - 1)]  # a masked copy repeats the last
+            given = given if isinstance(given, list) else [given]
+            if len(given) != self.probes:
+                raise ValueError(f"{ex.id}: {len(given)} probes given, the batcher makes {self.probes} per structure")
+            for j, probe in enumerate(given):
                 if isinstance(probe, np.ndarray):
-                    w = 1.0
-                    vector[k, :n] = probe
-                    column[k, :n] = force_constant_product(ex.force_constants, probe)
+                    weight[k, j] = 1.0
+                    vector[k, j, :n] = probe
+                    column[k, j, :n] = force_constant_product(ex.force_constants, probe)
                 else:
                     atom, direction, *rest = probe
-                    w = float(rest[0]) if rest else 1.0
-                    vector[k, atom, direction] = 1.0
-                    column[k, :n] = hessian_column(ex.force_constants, atom, direction)
-            weight.append(w)
+                    weight[k, j] = float(rest[0]) if rest else 1.0
+                    vector[k, j, atom, direction] = 1.0
+                    column[k, j, :n] = hessian_column(ex.force_constants, atom, direction)
         graph = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *graphs)  # one transfer per leaf
         return Batch(
             graph=graph,
@@ -288,6 +383,6 @@ class Batcher:
             has_stress=jnp.asarray(has_stress, dt),
             vector=jnp.asarray(vector),
             column=jnp.asarray(column),
-            column_weight=jnp.asarray(weight, dt),
+            column_weight=jnp.asarray(weight),
             mask=jnp.asarray(mask, dt),
         )

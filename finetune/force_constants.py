@@ -64,7 +64,7 @@ def compact_force_constants(record: Record, dtype: np.dtype | type = np.float32)
     """
     from phonopy.harmonic.force_constants import compact_fc_to_full_fc, full_fc_to_compact_fc
 
-    ph = record.to_phonopy()
+    ph = record.to_phonopy(symmetry=False)  # the cells and lattice translations suffice
     full = np.asarray(ph.force_constants)
     prim = ph.primitive
     perms = np.asarray(prim.atomic_permutations)

@@ -6,13 +6,20 @@ its edge count at the cutoff) and reads a frame when a batch needs it: an ASE da
 id, an extxyz file by seeking to the frame's byte offset. The index is made in one pass over
 each file and cached beside it (`<file>.pft-index.npz`), keyed by the file's size, mtime and the
 cutoff; a changed file or another cutoff makes it again. Compressed extxyz (.xz, .gz, .bz2)
-cannot be read from an offset: such a file is read into memory whole, as before.
+cannot be read from an offset: it is decompressed once, in one streamed pass, into the cache
+folder (`finetune.array_cache.default_cache_dir() / "frames"`, keyed by the file's path, size
+and mtime), and read from that copy; other formats are read into memory whole.
 """
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
+import hashlib
 import io
+import lzma
+import shutil
 import json
 import os
 import threading
@@ -25,8 +32,9 @@ import ase.io
 import numpy as np
 from ase.io.extxyz import read_xyz
 
+from finetune.array_cache import default_cache_dir
 from finetune.data import Example, read_frames, upstream_example
-from phonon_eval.atomic import atomic_write
+from phonon_eval.atomic import atomic_path, atomic_write
 from phonon_eval.graph import count_edges
 
 __all__ = ["FrameSource", "expand_paths", "INDEX_SUFFIX"]
@@ -34,6 +42,7 @@ __all__ = ["FrameSource", "expand_paths", "INDEX_SUFFIX"]
 INDEX_SUFFIX = ".pft-index.npz"
 _INDEX_VERSION = 1
 _STREAMED_TEXT = (".extxyz", ".xyz")
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -68,7 +77,8 @@ class _Shard:
             "format": "pft-frame-index", "version": _INDEX_VERSION, "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns, "cutoff": float(cutoff),
         }
-        self.kind = "db" if path.suffix == ".db" else "extxyz" if path.suffix in _STREAMED_TEXT else "memory"
+        self.text = _plain_text(path)  # the extxyz file read by offset (a decompressed copy), or None
+        self.kind = "db" if path.suffix == ".db" else "extxyz" if self.text is not None else "memory"
         self._frames: list[ase.Atoms] | None = None
         self._local = threading.local()  # an sqlite connection is used by the thread that made it
         index = self._load_index()
@@ -93,7 +103,7 @@ class _Shard:
                 db = self._local.db = ase.db.connect(self.path)
             return db.get(id=int(self.locator[i])).toatoms(add_additional_information=True)
         if self.kind == "extxyz":
-            with open(self.path, "rb") as f:
+            with open(self.text, "rb") as f:
                 f.seek(int(self.locator[i]))
                 return _read_frame_at(f, self.path, i)
         return self._memory()[i]
@@ -112,7 +122,7 @@ class _Shard:
                 for row in db.select():
                     yield row.id, row.toatoms(add_additional_information=True)
         elif self.kind == "extxyz":
-            with open(self.path, "rb") as f:
+            with open(self.text, "rb") as f:
                 i = 0
                 while True:
                     offset = f.tell()
@@ -129,7 +139,7 @@ class _Shard:
     def _make_index(self, cutoff: float) -> dict[str, np.ndarray]:
         locator, n_atoms, n_edges, numbers = [], [], [], set()
         for i, (where, atoms) in enumerate(self._frames_for_index()):
-            upstream_example(atoms, self.name, i)  # refuse a frame without energy or forces now, not mid-run
+            upstream_example(atoms, self.name, i, as_read=True)  # refuse a frame without energy or forces now, not mid-run
             locator.append(where)
             n_atoms.append(len(atoms))
             n_edges.append(count_edges(atoms.positions, atoms.cell.array, cutoff, pbc=atoms.pbc))
@@ -164,6 +174,22 @@ class _Shard:
         return {"path": str(self.path.resolve()), "size": self.key["size"], "mtime_ns": self.key["mtime_ns"], "frames": len(self)}
 
 
+def _plain_text(path: Path) -> Path | None:
+    """The uncompressed extxyz to read `path` from by offset: itself, a decompressed copy, or None."""
+    if path.suffix in _STREAMED_TEXT:
+        return path
+    if path.suffix not in _COMPRESSED or Path(path.stem).suffix not in _STREAMED_TEXT:
+        return None
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    copy = default_cache_dir() / "frames" / f"{key}-{path.stem}"
+    if not copy.is_file():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(copy) as tmp, _COMPRESSED[path.suffix](path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return copy
+
+
 def _read_frame_at(f, path: Path, i: int) -> ase.Atoms:
     """The extxyz frame starting at the current position of the binary file `f`."""
     offset = f.tell()
@@ -185,8 +211,8 @@ class FrameSource:
     `Batcher` groups it by the sizes of the index instead of building every graph up front.
 
     Args:
-        paths: ASE databases (.db), extxyz files (.extxyz, .xyz; compressed ones are read whole)
-            or glob patterns of them; frames are numbered through the files in order.
+        paths: ASE databases (.db), extxyz files (.extxyz, .xyz, and those compressed: .gz, .bz2,
+            .xz, streamed from a decompressed copy) or glob patterns of them; frames are numbered through the files in order.
         cutoff: the potential's cutoff, for the edge counts that size the padded batches.
     """
 
@@ -205,7 +231,7 @@ class FrameSource:
             raise IndexError(f"frame {i} of {len(self)}")
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         shard, local = self.shards[k], int(i - self._starts[k])
-        return upstream_example(shard.atoms(local), shard.name, local)
+        return upstream_example(shard.atoms(local), shard.name, local, as_read=True)
 
     def __repr__(self) -> str:
         return f"FrameSource({[s.name for s in self.shards]}, {len(self)} frames)"

@@ -7,8 +7,11 @@ the Hessian column costs one HVP and the Hessian is never materialised:
     L = λE |Ê/N − E/N| + λF (1/N) Σ_a |F̂_a − F_a|² + λσ (1/9) Σ_ij |σ̂_ij − σ_ij| + λΦ (1/3N) Σ |Ĥv − Φv|
 
 (the seed's definitions, with v a Hessian column). For the projection probes of
-`finetune.probes` the Hessian term is squared instead, ‖Ĥv − Φv‖² / (3N ‖v‖²) ("mse"). A batch
-is several structures padded to one shape and vmapped.
+`finetune.probes` the Hessian term is squared instead, ‖Ĥv − Φv‖² / (3N ‖v‖²) ("mse"). With K
+probes per structure the (energy, gradient) function is linearised once and its linear map
+pushes the K vectors (the forward pass and the reverse pass's residuals shared); the term is the
+mean of the K probes' terms, each times its sampler weight. A batch is several structures padded
+to one shape and vmapped.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from phonon_eval.derivatives import over_leading_axis
 from phonon_eval.graph import Graph
 from phonon_eval.potential import Potential
 
@@ -42,8 +46,10 @@ class Batch(eqx.Module):
         graph: stacked Graph (arrays with a leading B axis).
         positions: (B, n_nodes, 3); cell: (B, 3, 3); n_atoms: (B,) real atom counts.
         energy: (B,); forces: (B, n_nodes, 3); stress: (B, 3, 3); has_stress: (B,) 0/1.
-        vector: (B, n_nodes, 3) unit vector of the sampled column (zeros: no column).
-        column: (B, n_nodes, 3) reference column Φ·v; column_weight: (B,) sampler weight.
+        vector: (B, K, n_nodes, 3) the K probes v of each structure: unit vectors of sampled
+            columns or projection probes (zeros: no probe).
+        column: (B, K, n_nodes, 3) the reference products Φ·v; column_weight: (B, K) sampler
+            weights (0: no probe).
         mask: (B,) 1 for real structures, 0 for batch padding.
     """
 
@@ -61,10 +67,11 @@ class Batch(eqx.Module):
     mask: jax.Array
 
 
-def _predict(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array, vector: jax.Array | None):
-    """Energy, forces, stress and H·vector of one structure from one JVP over (value, grad).
+def _predict(potential: Potential, graph: Graph, positions: jax.Array, cell: jax.Array, vectors: jax.Array | None):
+    """Energy, forces, stress and H·v (K, n_nodes, 3) of one structure for its K probes `vectors`:
+    one JVP over (value, grad) for K = 1, one linearisation and K pushes otherwise.
 
-    Without a vector (upstream data) the JVP is skipped and H·vector is zero.
+    Without vectors (upstream data) the JVP is skipped and H·v is zero.
     """
 
     def energy(x):
@@ -74,31 +81,36 @@ def _predict(potential: Potential, graph: Graph, positions: jax.Array, cell: jax
 
     value_and_grad = jax.value_and_grad(energy)
     zero = jnp.zeros((3, 3), cell.dtype)
-    if vector is None:
+    if vectors is None:
         e, (g, virial) = value_and_grad((positions, zero))
-        hv = jnp.zeros_like(positions)
+        hv = jnp.zeros_like(positions)[None]
+    elif vectors.shape[0] == 1:
+        (e, (g, virial)), (_, (hv, _)) = jax.jvp(value_and_grad, ((positions, zero),), ((vectors[0], zero),))
+        hv = hv[None]
     else:
-        (e, (g, virial)), (_, (hv, _)) = jax.jvp(value_and_grad, ((positions, zero),), ((vector, zero),))
+        (e, (g, virial)), push = jax.linearize(value_and_grad, (positions, zero))
+        hv = over_leading_axis(lambda v: push((v, zero))[1][0], vectors)
     volume = jnp.abs(jnp.linalg.det(cell))
     return e, -g, virial / volume, hv
 
 
 def structure_terms(
-    potential: Potential, graph: Graph, positions, cell, n_atoms, energy, forces, stress, vector, column,
+    potential: Potential, graph: Graph, positions, cell, n_atoms, energy, forces, stress, vector, column, weight,
     with_column=True, hessian_loss="mae",
 ):
-    """Per-structure loss terms (LE, LF, Lσ, LΦ), before weights."""
+    """Per-structure loss terms (LE, LF, Lσ, LΦ), before the λ weights; `vector`, `column` (K, n, 3)
+    and `weight` (K,) are the structure's probes, their Φ·v and sampler weights."""
     e, f, s, hv = _predict(potential, graph, positions, cell, vector if with_column else None)
-    node = graph.node_mask[:, None]
+    node = graph.node_mask[None, :, None]
     le = jnp.abs(e - energy) / n_atoms
-    lf = jnp.sum(jnp.where(node, (f - forces) ** 2, 0.0)) / n_atoms
+    lf = jnp.sum(jnp.where(node[0], (f - forces) ** 2, 0.0)) / n_atoms
     ls = jnp.mean(jnp.abs(s - stress))
     if hessian_loss == "mae":
-        lphi = jnp.sum(jnp.where(node, jnp.abs(hv - column), 0.0)) / (3 * n_atoms)
+        lphi = jnp.sum(jnp.where(node, jnp.abs(hv - column), 0.0), axis=(1, 2)) / (3 * n_atoms)
     else:  # a structure without a probe has v = 0: its term is 0, not 0 / 0
-        norm = jnp.maximum(jnp.sum(vector**2), 1.0)
-        lphi = jnp.sum(jnp.where(node, (hv - column) ** 2, 0.0)) / (3 * n_atoms * norm)
-    return jnp.stack([le, lf, ls, lphi])
+        norm = jnp.maximum(jnp.sum(vector**2, axis=(1, 2)), 1.0)
+        lphi = jnp.sum(jnp.where(node, (hv - column) ** 2, 0.0), axis=(1, 2)) / (3 * n_atoms * norm)
+    return jnp.stack([le, lf, ls, jnp.mean(weight * lphi)])
 
 
 def batch_loss(
@@ -110,7 +122,7 @@ def batch_loss(
     `hessian_loss` (static) is "mae" (the seed's, for columns) or "mse" (`finetune.probes`).
     """
     one = partial(structure_terms, with_column=with_column, hessian_loss=hessian_loss)
-    terms = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+    terms = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
         potential,
         batch.graph,
         batch.positions,
@@ -121,11 +133,10 @@ def batch_loss(
         batch.stress,
         batch.vector,
         batch.column,
+        batch.column_weight,
     )  # (B, 4)
-    # a structure without stress data or without a column contributes no such term
-    terms = terms * jnp.stack(
-        [jnp.ones_like(batch.mask), jnp.ones_like(batch.mask), batch.has_stress, batch.column_weight], axis=1
-    )
+    # a structure without stress data contributes no such term (one without a probe has weight 0)
+    terms = terms.at[:, 2].multiply(batch.has_stress)
     n = jnp.maximum(batch.mask.sum(), 1.0)
     mean_terms = (terms * batch.mask[:, None]).sum(axis=0) / n
     return jnp.dot(mean_terms, weights), mean_terms

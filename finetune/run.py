@@ -22,7 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from finetune.data import Example, ExampleSource, phonon_examples
+from finetune.array_cache import ArrayCache
+from finetune.data import Example, ExampleSource, dataset_examples
 from finetune.frames import FrameSource
 from finetune.trainer import TrainConfig, Trainer, check_devices
 from finetune.validation import PROPERTY_METRICS, RATIO, property_errors, property_ratio
@@ -61,6 +62,7 @@ class RunSpec:
     resume: bool = False
     metrics: Path | None = None
     devices: int = 1
+    example_cache: Path | None = None  # phonon examples kept between runs (None: made afresh)
 
 
 def init_potential(arch: dict, frames: Sequence[Example] | ExampleSource, seed: int = 0, sample: int = 10_000) -> Potential:
@@ -143,11 +145,11 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     data: dict[str, str | None] = {}
     if spec.dataset is not None:
         dataset = Dataset(spec.dataset)
-        train = phonon_examples(
-            dataset.records(spec.split), config.sampler, need_energy=config.energy_weight > 0, dtype=potential.dtype
-        )
+        cache = ArrayCache(spec.example_cache) if spec.example_cache is not None else None
+        train = _examples(dataset, spec.split, config.sampler, console, progress, cache,
+                          need_energy=config.energy_weight > 0, dtype=potential.dtype)
         if spec.val_split:
-            val = phonon_examples(dataset.records(spec.val_split), "uniform", dtype=potential.dtype)
+            val = _examples(dataset, spec.val_split, "uniform", console, progress, cache, dtype=potential.dtype)
             if config.val_every:  # the property evaluator needs the records themselves (few)
                 val_records = list(dataset.records(spec.val_split))
         data = {"split": spec.split, "val_split": spec.val_split}
@@ -209,6 +211,20 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
             if spec.metrics:
                 _write_metrics(spec.metrics, trainer.history)
     return _summary(spec.out, trainer.step, trainer.history[0], trainer.history[-1])
+
+
+def _examples(dataset: Dataset, split: str, sampler: str, console: Console, progress: bool, cache: ArrayCache | None, **kwargs) -> list[Example]:
+    """The phonon examples of one split, with a progress bar (10,000 records take minutes unless cached)."""
+    ids = dataset.split(split)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{split} records", total=len(ids))
+        examples = dataset_examples(dataset, bar.track(ids, task_id=task), sampler, cache=cache, **kwargs)
+    if cache is not None:
+        if progress:
+            console.print(f"{split}: {len(examples)} phonon examples ({cache.hits} from {cache.folder}, {cache.misses} made)", highlight=False)
+        cache.hits = cache.misses = 0
+    return examples
 
 
 def _summary(out: Path, steps: int, first: dict[str, float], last: dict[str, float]) -> str:

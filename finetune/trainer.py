@@ -58,6 +58,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     sampler: str = "uniform"  # "symmetry" with --symmetry-sampling, or "cycle"
     probe: str = "column"  # or "rademacher", "symmetry" (finetune.probes)
+    probes_per_structure: int = 1  # K HVPs per phonon structure and step, from one linearisation
     hessian_loss: str = ""  # "mae" or "mse"; "": mae for columns, mse for the projections
     val_every: int = 0  # epochs between phonon-property validations (finetune.validation); 0: never
     select_by: str = ""  # keep the checkpoint that is best by this validation metric (lower is better)
@@ -74,6 +75,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         hessian_loss_for(self.probe, self.hessian_loss)  # raises for an unknown or biased choice
+        if self.probes_per_structure < 1:
+            raise ValueError(f"probes_per_structure must be at least 1, got {self.probes_per_structure}")
         if self.probe != "column" and self.sampler != "uniform":
             raise ValueError(f"the {self.sampler} sampler draws columns; the {self.probe} probe draws its own vectors")
 
@@ -212,7 +215,7 @@ class Trainer:
         self.config = config
         self.devices = devices
         self.hessian_loss = hessian_loss_for(config.probe, config.hessian_loss)
-        self.train = Batcher(potential, train, config.batch_size, probe=config.probe) if len(train) else None
+        self.train = Batcher(potential, train, config.batch_size, probe=config.probe, probes=config.probes_per_structure) if len(train) else None
         self.cotrain = Batcher(potential, cotrain, config.cotrain_batch_size) if len(cotrain) else None
         self.val = list(val)
         self.cotrain_val = Batcher(potential, cotrain_val, config.cotrain_batch_size) if len(cotrain_val) else None

@@ -257,7 +257,7 @@ class Record:
         cell = get_supercell(unitcell, self.supercell_matrix, symprec=SYMPREC)
         return ase_from_phonopy(cell)
 
-    def to_phonopy(self, symmetrization: str = "symfc", remove_drift: bool = False) -> phonopy.Phonopy:
+    def to_phonopy(self, symmetrization: str = "symfc", remove_drift: bool = False, *, symmetry: bool = True) -> phonopy.Phonopy:
         """A `phonopy.Phonopy` with full force constants and NAC parameters set.
 
         Stored force constants are used as they are (the record's author made them: MDR's
@@ -265,10 +265,14 @@ class Record:
         `produce_force_constants` with `symmetrization` and `remove_drift` (the defaults are
         what `phonopy.load` does).
 
+        `symmetry=False` skips phonopy's symmetry search (seconds for a 250-atom supercell)
+        for callers that need only the cells and stored force constants; force constants
+        produced from a dataset always use it.
+
         Returns:
             phonopy.Phonopy; `force_constants` (N_sc, N_sc, 3, 3) eV/Å².
         """
-        ph = self._phonopy_without_fc()
+        ph = self._phonopy_without_fc(symmetry or self.force_constants is None)
         if self.dataset is not None:
             ph.dataset = copy.deepcopy(self.dataset)
         if self.force_constants is not None:
@@ -328,7 +332,7 @@ class Record:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _phonopy_without_fc(self) -> phonopy.Phonopy:
+    def _phonopy_without_fc(self, symmetry: bool = True) -> phonopy.Phonopy:
         from phonopy import Phonopy
 
         ph = Phonopy(
@@ -336,6 +340,7 @@ class Record:
             supercell_matrix=self.supercell_matrix,
             primitive_matrix=self.phonopy_primitive_matrix,
             symprec=SYMPREC,
+            is_symmetry=symmetry,
         )
         if self.nac_params is not None:
             ph.nac_params = copy.deepcopy(self.nac_params)

@@ -22,6 +22,7 @@ import ase
 import numpy as np
 import spglib
 from numpy.typing import ArrayLike
+from scipy.spatial import cKDTree
 
 __all__ = ["ColumnSet", "SupercellSymmetry", "SymmetryError", "symmetrize_translational"]
 
@@ -399,29 +400,97 @@ def _atom_permutations(
     symprec: float,
     atoms: ase.Atoms,
 ) -> np.ndarray:
-    """(n_ops, N) atom each atom is mapped onto, matched within symprec across periodic images."""
+    """(n_ops, N) atom each atom is mapped onto, matched within symprec across periodic images.
+
+    A supercell's group is its lattice translations times one operation per rotation, so only
+    those (n_rot + n_trans, not n_rot × n_trans) are matched atom by atom; every other operation
+    (R, t) is the translation t − t_R after the representative (R, t_R) of its rotation, its
+    permutation the composition of theirs, checked for all of them at once. A 250-atom diamond
+    supercell's 6,000 operations take 0.1 s this way, 8 s matched one by one.
+    """
     n = len(fractional)
-    other_species = numbers[:, None] != numbers[None, :]
+    flat = np.round(rotations).astype(int).reshape(len(rotations), 9)
+    _, first, which = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    rep_of = first[which.ravel()]
+    pure = np.flatnonzero((flat == np.eye(3, dtype=int).ravel()).all(axis=1))
+    direct = np.zeros(len(rotations), dtype=bool)
+    direct[first] = direct[pure] = True
+    wrapped = _wrap(fractional)
+    tree = cKDTree(wrapped, boxsize=1.0)
     permutations = np.empty((len(rotations), n), dtype=int)
-    for g, (rot, trans) in enumerate(zip(rotations, translations, strict=True)):
-        moved = fractional @ rot.T + trans
-        diff = moved[:, None, :] - fractional[None, :, :]
-        diff -= np.round(diff)
-        dist = np.linalg.norm(diff @ lattice, axis=-1)
-        dist[other_species] = np.inf
-        image = np.argmin(dist, axis=1)
-        nearest = dist[np.arange(n), image]
-        if np.any(nearest > symprec):
-            a = int(np.argmax(nearest > symprec))
-            raise SymmetryError(
-                f"{atoms.get_chemical_formula()}: operation {g} maps atom {a} "
-                f"({atoms.get_chemical_symbols()[a]}) onto no atom of the same species within "
-                f"symprec = {symprec} Å (nearest {nearest[a]:.3g} Å)"
-            )
-        if len(np.unique(image)) != n:
-            raise SymmetryError(
-                f"{atoms.get_chemical_formula()}: operation {g} maps two atoms onto the same one "
-                f"within symprec = {symprec} Å; atoms closer than symprec?"
-            )
-        permutations[g] = image
+    for g in np.flatnonzero(direct):
+        permutations[g] = _match_operation(g, fractional, numbers, lattice, rotations[g], translations[g], symprec, atoms, tree)
+    composed = np.flatnonzero(~direct)
+    off = np.ones(len(composed), dtype=bool)
+    chunk = max(1, (1 << 20) // max(n, len(pure), 1))  # operations per pass: arrays of ~1e6 3-vectors
+    for c in range(0, len(composed) if len(pure) else 0, chunk):
+        ops = composed[c : c + chunk]
+        rep = rep_of[ops]
+        gap = (translations[ops] - translations[rep])[:, None, :] - translations[pure][None, :, :]
+        k = np.argmin(_squared_lengths(gap, lattice), axis=1)
+        permutations[ops] = permutations[pure[k][:, None], permutations[rep]]
+        moved = np.einsum("nj,gij->gni", fractional, rotations[ops]) + translations[ops][:, None, :]
+        wrong = (_squared_lengths(moved - fractional[permutations[ops]], lattice) > symprec**2).any(axis=1)
+        off[c : c + chunk] = wrong | (numbers[permutations[ops]] != numbers[None, :]).any(axis=1)
+    for g in composed[off]:  # not a translation after its representative: match it (or say why not)
+        permutations[g] = _match_operation(g, fractional, numbers, lattice, rotations[g], translations[g], symprec, atoms, tree)
     return permutations
+
+
+def _wrap(fractional: np.ndarray) -> np.ndarray:
+    """Fractional coordinates in [0, 1) (np.mod gives 1.0 for tiny negative numbers)."""
+    wrapped = np.mod(fractional, 1.0)
+    wrapped[wrapped >= 1.0] = 0.0
+    return wrapped
+
+
+def _squared_lengths(fractional_differences: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """|d|² in Å² of fractional differences (..., 3) at their nearest periodic image."""
+    d = fractional_differences - np.round(fractional_differences)
+    cartesian = d @ lattice
+    return np.einsum("...i,...i->...", cartesian, cartesian)
+
+
+def _match_operation(
+    g: int,
+    fractional: np.ndarray,
+    numbers: np.ndarray,
+    lattice: np.ndarray,
+    rot: np.ndarray,
+    trans: np.ndarray,
+    symprec: float,
+    atoms: ase.Atoms,
+    tree: cKDTree,
+) -> np.ndarray:
+    """(N,) atom operation g = (rot, trans) maps each atom onto.
+
+    The nearest atom in fractional coordinates (`tree` holds them, periodic), checked in Å; where
+    that fails (a cell so skewed that fractional and Cartesian nearest differ, or no image),
+    every pair is compared, and an operation with no match is an error that says where.
+    """
+    n = len(fractional)
+    moved = fractional @ rot.T + trans
+    _, image = tree.query(_wrap(moved))
+    if (
+        (_squared_lengths(moved - fractional[image], lattice) <= symprec**2).all()
+        and (numbers[image] == numbers).all()
+        and len(np.unique(image)) == n
+    ):
+        return image
+    dist = np.sqrt(_squared_lengths(moved[:, None, :] - fractional[None, :, :], lattice))
+    dist[numbers[:, None] != numbers[None, :]] = np.inf
+    image = np.argmin(dist, axis=1)
+    nearest = dist[np.arange(n), image]
+    if np.any(nearest > symprec):
+        a = int(np.argmax(nearest > symprec))
+        raise SymmetryError(
+            f"{atoms.get_chemical_formula()}: operation {g} maps atom {a} "
+            f"({atoms.get_chemical_symbols()[a]}) onto no atom of the same species within "
+            f"symprec = {symprec} Å (nearest {nearest[a]:.3g} Å)"
+        )
+    if len(np.unique(image)) != n:
+        raise SymmetryError(
+            f"{atoms.get_chemical_formula()}: operation {g} maps two atoms onto the same one "
+            f"within symprec = {symprec} Å; atoms closer than symprec?"
+        )
+    return image

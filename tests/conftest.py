@@ -56,6 +56,18 @@ def tiny_model_file(directory: Path, atomic_numbers: tuple[int, ...], cutoff: fl
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_example_cache(tmp_path_factory):
+    """`pft-finetune` keeps phonon examples in $PFT_CACHE_DIR: the tests' own, not the user's."""
+    previous = os.environ.get("PFT_CACHE_DIR")
+    os.environ["PFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("pft-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PFT_CACHE_DIR", None)
+    else:
+        os.environ["PFT_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_jax_caches():
     """Drop compiled executables after each test module: one pytest process compiles hundreds

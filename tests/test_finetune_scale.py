@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import ase.db
 import ase.io
@@ -22,7 +23,8 @@ from ase.calculators.emt import EMT
 import phonon_eval as pe
 from cli.eval import BUILTIN_DATASET
 from conftest import shared_file
-from finetune.data import Batcher, Example, phonon_examples, read_frames, upstream_examples
+from finetune.array_cache import ArrayCache
+from finetune.data import Batcher, Example, dataset_examples, phonon_examples, read_frames, upstream_examples
 from finetune.force_constants import compact_force_constants
 from finetune.frames import INDEX_SUFFIX, FrameSource, _Shard
 from finetune.loss import LossWeights, batch_loss
@@ -44,6 +46,61 @@ def _records():
 
 
 # -- compact force constants --------------------------------------------------------------------
+
+
+def _same_example(a: Example, b: Example) -> None:
+    assert a.id == b.id and a.energy == b.energy and a.digest() == b.digest()
+    for get in (lambda e: e.atoms.numbers, lambda e: e.atoms.positions, lambda e: e.atoms.cell.array,
+                lambda e: e.atoms.pbc, lambda e: e.atoms.get_masses(), lambda e: e.forces, lambda e: e.stress):
+        np.testing.assert_array_equal(get(a), get(b))
+    for name in ("fc", "primitive", "translation", "permutations"):
+        x, y = getattr(a.force_constants, name), getattr(b.force_constants, name)
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    for name in ("atoms", "directions", "multiplicity", "labels"):
+        np.testing.assert_array_equal(getattr(a.classes, name), getattr(b.classes, name))
+    for name in ("atoms", "directions", "probabilities", "weights"):
+        np.testing.assert_array_equal(getattr(a.sampler, name), getattr(b.sampler, name))
+
+
+def test_cached_phonon_examples_are_the_fresh_ones_and_a_changed_file_is_made_again(tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(BUILTIN_DATASET, folder)
+    data = Dataset(folder)
+    fresh = phonon_examples(data.records(), "symmetry")
+    cache = ArrayCache(tmp_path / "cache")
+    made = dataset_examples(data, data.ids, "symmetry", cache=cache)
+    assert (cache.hits, cache.misses) == (0, len(data))
+    cache.hits = cache.misses = 0
+    loaded = dataset_examples(data, data.ids, "symmetry", cache=cache)
+    assert (cache.hits, cache.misses) == (len(data), 0)
+    for a, b, c in zip(fresh, made, loaded, strict=True):
+        _same_example(a, b)
+        _same_example(a, c)
+    # another sampler is made from the same entry; another dtype is another entry
+    cycle = dataset_examples(data, ["CuAu-L10"], "cycle", cache=cache)[0]
+    _same_example(phonon_examples([data["CuAu-L10"]], "cycle")[0], cycle)
+    cache.hits = cache.misses = 0
+    dataset_examples(data, ["CuAu-L10"], dtype=np.float64, cache=cache)
+    assert cache.misses == 1
+    # a file whose bytes change gives the example of its new content (here: Ag's bytes, Ag's entry)
+    shutil.copyfile(data.path("Ag-fcc"), data.path("Cu-fcc"))
+    (changed,) = dataset_examples(data, ["Cu-fcc"], "symmetry", cache=cache)
+    _same_example(phonon_examples([data["Cu-fcc"]], "symmetry")[0], changed)
+    assert changed.atoms.get_chemical_symbols()[0] == "Ag"
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path):
+    data = Dataset(BUILTIN_DATASET)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = ArrayCache(blocker / "cache")
+    (ex,) = dataset_examples(data, ["Cu-fcc"], cache=cache)
+    _same_example(phonon_examples([data["Cu-fcc"]])[0], ex)
+    assert not (blocker / "cache").exists()
+
 
 
 def test_compact_columns_are_the_full_columns():
@@ -128,11 +185,16 @@ def test_streamed_frames_give_the_in_memory_batches(tmp_path):
     db = _write_db(tmp_path / "frames.db", frames)
     xyz = tmp_path / "frames.extxyz"
     ase.io.write(xyz, frames)
-    for path in (db, xyz):
+    xz = tmp_path / "frames.extxyz.xz"
+    ase.io.write(xz, frames)
+    for path in (db, xyz, xz):
         memory = Batcher(potential, upstream_examples(read_frames(path), str(path)), 3)
         source = FrameSource(path, potential.cutoff)
         assert len(source) == 14 and source[5].id == f"{path}#5"
+        assert source.shards[0].kind == ("db" if path == db else "extxyz")  # streamed, not read whole
         _same_batches(potential, memory, Batcher(potential, source, 3))
+    copy = source.shards[0].text  # the compressed file's, decompressed once into the cache
+    assert copy.parent == Path(os.environ["PFT_CACHE_DIR"]) / "frames" and copy.read_bytes() == xyz.read_bytes()
     shards = tmp_path / "shards"
     shards.mkdir()
     ase.io.write(shards / "a.extxyz", frames[:9])

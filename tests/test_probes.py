@@ -116,6 +116,35 @@ def test_a_gradient_through_each_probe_is_the_finite_difference_one(student, mat
     assert analytic == pytest.approx(finite, rel=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["mae", "mse"])
+def test_k_probes_through_one_linearisation_are_the_mean_of_one_at_a_time(student, material, loss):
+    """Loss and gradient of K probes per structure (one linearisation, K pushes) equal the mean
+    over the same probes taken one per step (one JVP each), sampler weights included."""
+    example, _ = material
+    n = len(example.atoms)
+    rng = np.random.default_rng(5)
+    probes = [(1, 2, 0.5), (0, 0, 2.0), (n - 1, 1, 1.0)]
+    if loss == "mse":
+        probes += [rng.choice([-1.0, 1.0], size=(n, 3))]
+    params, static = eqx.partition(student, eqx.is_inexact_array)
+    value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(lambda p, b: _loss(eqx.combine(p, static), b, loss)))
+    together = value_and_grad(params, Batcher(student, [example], 1, probes=len(probes)).make([0], columns=[probes]))
+    alone = [value_and_grad(params, Batcher(student, [example], 1).make([0], columns=[p])) for p in probes]
+    assert float(together[0]) == pytest.approx(np.mean([float(v) for v, _ in alone]), rel=1e-12)
+    for leaf, *leaves in zip(jax.tree.leaves(together[1]), *(jax.tree.leaves(g) for _, g in alone)):
+        np.testing.assert_allclose(leaf, np.mean(leaves, axis=0), rtol=1e-10, atol=1e-14)
+
+
+def test_the_batcher_draws_k_independent_probes_per_structure(student, material):
+    example, _ = material
+    batch = Batcher(student, [example], 1, probe="rademacher", probes=4).make([0], np.random.default_rng(0))
+    v = np.asarray(batch.vector)[0, :, : len(example.atoms)]
+    assert v.shape == (4, len(example.atoms), 3) and np.all(np.abs(v) == 1.0)
+    assert len({row.tobytes() for row in v}) == 4
+    with pytest.raises(ValueError, match="2 probes given, the batcher makes 4"):
+        Batcher(student, [example], 1, probes=4).make([0], columns=[[(0, 0), (0, 1)]])
+
+
 def test_probe_settings_are_checked():
     assert (hessian_loss_for("column"), hessian_loss_for("symmetry"), hessian_loss_for("column", "mse")) == ("mae", "mse", "mse")
     with pytest.raises(ValueError, match="the rademacher probe estimates the squared Hessian error only"):
@@ -124,3 +153,5 @@ def test_probe_settings_are_checked():
         TrainConfig(probe="rademacher", sampler="symmetry")
     with pytest.raises(ValueError, match="unknown probe 'gauss'"):
         TrainConfig(probe="gauss")
+    with pytest.raises(ValueError, match="probes_per_structure must be at least 1, got 0"):
+        TrainConfig(probes_per_structure=0)

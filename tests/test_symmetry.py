@@ -129,6 +129,43 @@ def test_operations_match_phonopy(case):
     assert np.abs(case.fc - case.fc_sym).max() < 1e-10 * np.abs(case.fc).max()
 
 
+def _large_supercells() -> dict[str, ase.Atoms]:
+    from ase.build import bulk
+
+    skewed = bulk("Ti") * (4, 4, 3)  # hexagonal: fractional and Cartesian nearest can differ
+    distorted = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    distorted.positions[0] += [0.05, 0.02, 0.0]  # one rotation left, 1 pure translation
+    return {
+        "NaCl-216": bulk("NaCl", "rocksalt", a=5.64, cubic=True) * (3, 3, 3),
+        "Si-250": bulk("Si") * (5, 5, 5),
+        "Ti-96": skewed,
+        "Cu-32-distorted": distorted,
+    }
+
+
+@pytest.mark.parametrize("name", ["NaCl-216", "Si-250", "Ti-96", "Cu-32-distorted"])
+def test_permutations_of_large_supercells_match_phonopy(name):
+    """Composed from translations and one operation per rotation, the permutations of every
+    operation are still phonopy's (which matches each operation atom by atom)."""
+    from phonopy.structure.atoms import PhonopyAtoms
+    from phonopy.structure.symmetry import Symmetry
+
+    atoms = _large_supercells()[name]
+    sym = SupercellSymmetry.from_atoms(atoms)
+    cell = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array, positions=atoms.positions)
+    reference = Symmetry(cell, symprec=1e-5)
+    lattice = atoms.cell.array
+    rotations = lattice.T @ reference.symmetry_operations["rotations"] @ np.linalg.inv(lattice.T)
+    assert len(sym.permutations) == len(rotations) > 1
+
+    def keys(rot, perm):
+        return sorted(np.round(r, 8).tobytes() + p.tobytes() for r, p in zip(rot, perm))
+
+    assert keys(sym.rotations, sym.permutations) == keys(
+        rotations, np.asarray(reference.atomic_permutations, dtype=sym.permutations.dtype)
+    )
+
+
 @pytest.mark.parametrize("name", ["MgB2", "Al2O3"])  # the two with non-Cartesian rotations
 def test_symmetrize_matches_phonopy(name):
     case = _load(name)
