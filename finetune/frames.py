@@ -18,10 +18,10 @@ import glob
 import gzip
 import hashlib
 import io
-import lzma
-import shutil
 import json
+import lzma
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -184,9 +184,11 @@ def _plain_text(path: Path) -> Path | None:
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
     copy = default_cache_dir() / "frames" / f"{key}-{path.stem}"
     if not copy.is_file():
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(copy) as tmp, _COMPRESSED[path.suffix](path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        try:
+            with atomic_path(copy) as tmp, _COMPRESSED[path.suffix](path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError:
+            return None  # no writable cache folder: the file is read into memory whole, as before
     return copy
 
 
