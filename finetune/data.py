@@ -20,18 +20,18 @@ import ase
 import ase.db
 import ase.io
 import jax
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import voigt_6_to_full_3x3_stress
 import jax.numpy as jnp
 import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from finetune.array_cache import ArrayCache, content_digest
 from finetune.force_constants import CompactForceConstants, compact_force_constants, hessian_column
 from finetune.loss import Batch
 from finetune.probes import PROBES, draw_probe, force_constant_product
 from finetune.samplers import ColumnSampler, SamplerKind, make_sampler
-from phonon_eval.graph import bucket, count_edges
 from phonon_eval.datasets import Dataset
+from phonon_eval.graph import bucket, count_edges
 from phonon_eval.potential import Potential
 from phonon_eval.records import SYMPREC, Record
 from phonon_eval.symmetry import ColumnSet, SupercellSymmetry
