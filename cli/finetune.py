@@ -46,7 +46,7 @@ def finetune(
         "classes of columns, weighted by the square root of their multiplicity). The projections estimate the "
         "squared Hessian error without bias; see the README."), show_default=False)] = None,
     hessian_loss: Annotated[Optional[str], typer.Option(help="mae (the seed's, columns only) or mse (default for the projections).", show_default=False)] = None,
-    probes_per_structure: Annotated[Optional[int], typer.Option(help=(
+    probes_per_structure: Annotated[Optional[int], typer.Option("--n-probes", help=(
         "K: HVPs per phonon structure per step, along K independently drawn probes of the --probe kind, "
         "pushed through one linearisation of the forces (the forward and backward pass are shared); the "
         "Hessian term is their mean (default 1)."), show_default=False)] = None,

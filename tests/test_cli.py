@@ -26,7 +26,7 @@ def test_finetune_help_is_complete():
     res = runner.invoke(finetune_app, ["--help"])
     assert res.exit_code == 0
     for option in ["--model", "--init", "--dataset", "--symmetry-sampling", "--cotrain", "--config", "--resume", "--epochs",
-                   "--probe", "--probes-per-structure", "--example-cache"]:
+                   "--probe", "--n-probes", "--example-cache"]:
         assert option in res.output
 
 
