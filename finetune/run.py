@@ -197,8 +197,7 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
         trainer.history.append({"epoch": 0, "step": 0, **validate()})
         keep_best(trainer.history[-1])
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not progress) as bar:
+    with Progress(*_bar_columns(), console=console, disable=not progress) as bar:
         task = bar.add_task("pft", total=trainer.total_steps, completed=trainer.step)
         while trainer.epoch < config.epochs:
             bar.update(task, description=f"pft epoch {trainer.epoch + 1}/{config.epochs}")
@@ -213,11 +212,15 @@ def run(spec: RunSpec, config: TrainConfig, *, progress: bool = True, console: C
     return _summary(spec.out, trainer.step, trainer.history[0], trainer.history[-1])
 
 
+def _bar_columns() -> list:
+    """Description, bar, done/total, elapsed, remaining (new objects per bar: they keep its timing)."""
+    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+
+
 def _examples(dataset: Dataset, split: str, sampler: str, console: Console, progress: bool, cache: ArrayCache | None, **kwargs) -> list[Example]:
     """The phonon examples of one split, with a progress bar (10,000 records take minutes unless cached)."""
     ids = dataset.split(split)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+    with Progress(*_bar_columns(), console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{split} records", total=len(ids))
         examples = dataset_examples(dataset, bar.track(ids, task_id=task), sampler, cache=cache, **kwargs)
     if cache is not None:
