@@ -4,7 +4,9 @@ Per-step time and memory of three training steps with the same optimiser: a plai
 (energy/forces/stress loss), the HVP step (one Hessian column per structure, the PFT loss) and
 the full-Hessian step (jacfwd over the gradient, the loss the seed starts from). The full-Hessian
 step is only compiled, not run, where XLA's own memory estimate exceeds `--max-gb`; its estimate
-is printed either way. Ratios are measured in this one run.
+is printed either way. With --n-probes, the HVP step again with K probes per structure (K HVPs
+through one linearisation, `finetune.loss`), and its cost per HVP against K = 1. Ratios are
+measured in this one run.
 
 With --curve: the seed's demo at full size. The same start trained by HVP column steps and by
 full-Hessian steps (Adam, column loss only); diamond Si has one column class, so every sampled
@@ -14,15 +16,19 @@ With --sampling: the validation Hessian MAE after every step for uniform, symmet
 cycling column sampling on the built-in EMT records (several seeds), and the steps each takes to
 reach the level all of them reach.
 
-    python benchmarks/finetune.py [--steps 5] [--max-gb 8]
+    python benchmarks/finetune.py [--steps 5] [--max-gb 8] [--n-probes 1 2 4]
     python benchmarks/finetune.py --curve [--steps 5]
     python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
-    python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16] [--lr 3e-3] [--batch-size 2]
+    python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16] [--lr 3e-3 1e-2]
+                                          [--batch-size 2] [--n-probes 1 4]
 
 With --probes: on distorted EMT alloys (`generate.low_symmetry_materials`, 12 column classes per
 supercell), the variance of the per-HVP parameter gradient around the full-Hessian gradient of
 the same loss, and the validation Hessian MAE after every step, for the column probe (the seed's
-mae loss and the mse one) and the rademacher and symmetry projections (`finetune.probes`).
+mae loss and the mse one) and the rademacher and symmetry projections (`finetune.probes`), at
+each learning rate given; with --n-probes K also column and rademacher with K probes per
+structure. The HVPs per structure each kind needs to reach the level all reach are taken at
+its best learning rate, so a lower-variance probe may show that it tolerates larger steps.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 # this script's name would shadow the `finetune` package: take its folder off the path
@@ -104,9 +111,11 @@ def _flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))])
 
 
-def probes(epochs: int, seeds: int, n_train: int, draws: int, lr: float = 3e-3, batch_size: int = 2) -> None:
-    """Gradient variance per HVP and steps to a target validation Hessian MAE, per probe kind,
-    on distorted (low-symmetry) EMT alloys made by the project's generator."""
+def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[float] = (3e-3,), batch_size: int = 2,
+           n_probes: Sequence[int] = (1,)) -> None:
+    """Gradient variance per HVP and HVPs to a target validation Hessian MAE, per probe kind (and
+    K probes per structure), each at its best learning rate, on distorted (low-symmetry) EMT
+    alloys made by the project's generator."""
     import tempfile
 
     from ase.calculators.emt import EMT
@@ -152,30 +161,48 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lr: float = 3e-3, 
     for (probe, loss), v in variance.items():
         print(f"  {probe:10s} {loss}: {np.mean(v):8.3f}   (structures: {', '.join(f'{x:.2f}' for x in v)})")
 
-    # 2. validation Hessian MAE after every step (one HVP per structure per step for every kind)
-    curves: dict[str, list[np.ndarray]] = {}
-    for probe, loss in kinds:
-        for seed in range(seeds):
-            cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule="constant", ema_decay=0.0,
-                              force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed, probe=probe,
-                              hessian_loss=loss)
-            trainer = Trainer(start(seed), cfg, examples, val)
-            curve = [trainer.validate()["val_hessian_mae"]]
-            for _ in range(epochs):
-                trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
-            curves.setdefault(f"{probe}/{loss}", []).append(np.array(curve))
-    mean = {k: np.mean(v, axis=0) for k, v in curves.items()}
+    # 2. validation Hessian MAE after every step, for each kind at each learning rate; K probes
+    # per structure and step cost K HVPs, so curves are compared by HVPs per structure
+    kinds = [(probe, loss, 1) for probe, loss in kinds] + [(p, l, k) for k in n_probes if k > 1
+                                                           for p, l in (("column", "mae"), ("rademacher", "mse"))]
+    curves: dict[tuple[str, float], list[np.ndarray]] = {}
+    for lr in lrs:
+        for probe, loss, k in kinds:
+            for seed in range(seeds):
+                cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule="constant", ema_decay=0.0,
+                                  force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed, probe=probe,
+                                  hessian_loss=loss, probes_per_structure=k)
+                trainer = Trainer(start(seed), cfg, examples, val)
+                curve = [trainer.validate()["val_hessian_mae"]]
+                for _ in range(epochs):
+                    trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
+                curves.setdefault((f"{probe}/{loss}" + (f"/K={k}" if k > 1 else ""), lr), []).append(np.array(curve))
     per_epoch = trainer.steps_per_epoch
-    print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam {lr:g}, batch {batch_size}:")
-    print("  step " + " ".join(f"{k:>16s}" for k in mean))
-    for step in range(0, epochs * per_epoch + 1, per_epoch):
-        print(f"{step:6d} " + " ".join(f"{mean[k][step]:16.4f}" for k in mean))
-    target = max(m.min() for m in mean.values())  # the level every kind's mean curve reaches
-    reach = {k: int(np.argmax(m <= target)) for k, m in mean.items()}
-    spread = {k: [int(np.argmax(c <= target)) if (c <= target).any() else None for c in v] for k, v in curves.items()}
-    print(f"steps to reach {target:.4f} (mean curve; per seed): " + "; ".join(f"{k} {reach[k]} {spread[k]}" for k in reach))
-    best = min((k for k in reach if not k.startswith("column")), key=reach.get)
-    print(f"best projection {best}: steps-to-target / column (mae, the seed's) = {reach[best] / max(reach['column/mae'], 1):.2f}")
+    hvps = {name: int(name.split("K=")[1]) if "K=" in name else 1 for name, _ in curves}  # per structure and step
+    mean = {key: np.mean(v, axis=0) for key, v in curves.items()}
+    for lr in lrs:
+        at = {name: m for (name, r), m in mean.items() if r == lr}
+        print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam {lr:g}, batch {batch_size}:")
+        print("  step " + " ".join(f"{name:>18s}" for name in at))
+        for step in range(0, epochs * per_epoch + 1, per_epoch):
+            print(f"{step:6d} " + " ".join(f"{m[step]:18.4f}" for m in at.values()))
+    # the common target: the level every kind reaches at its best learning rate
+    names = list(hvps)
+    target = max(min(m.min() for (n, _), m in mean.items() if n == name) for name in names)
+
+    def reached(curve: np.ndarray, name: str) -> int | None:
+        return int(np.argmax(curve <= target)) * hvps[name] if (curve <= target).any() else None
+
+    reach = {}
+    for name in names:
+        runs = {lr: reached(mean[(name, lr)], name) for lr in lrs}
+        lr = min((r for r in runs if runs[r] is not None), key=runs.get)
+        reach[name] = (runs[lr], lr, [reached(c, name) for c in curves[(name, lr)]])
+    print(f"HVPs per structure to reach {target:.4f} (mean curve at the kind's best learning rate; per seed):")
+    for name, (n, lr, per_seed) in reach.items():
+        print(f"  {name:18s} {n:4d} at {lr:g}   {per_seed}")
+    best = min((n for n in reach if not n.startswith("column")), key=lambda n: reach[n][0])
+    print(f"best projection {best}: HVPs-to-target / column (mae, the seed's) = {reach[best][0] / max(reach['column/mae'][0], 1):.2f}")
 
 
 def _si64():
@@ -235,6 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--max-gb", type=float, default=8.0, help="run the full-Hessian step only below this estimate")
+    parser.add_argument("--n-probes", type=int, nargs="+", default=[1], metavar="K",
+                        help="HVP steps with K probes per structure (the first K is the reference)")
     parser.add_argument("--curve", action="store_true", help="HVP vs full-Hessian loss curves on Si 64 instead")
     parser.add_argument("--sampling", action="store_true", help="compare column samplers on data/emt instead")
     parser.add_argument("--epochs", type=int, default=8, help="with --sampling")
@@ -242,11 +271,12 @@ def main() -> None:
     parser.add_argument("--probes", action="store_true", help="compare Hessian probes on distorted EMT alloys instead")
     parser.add_argument("--records", type=int, default=6, help="with --probes: training records")
     parser.add_argument("--draws", type=int, default=16, help="with --probes: probe draws per structure for the variance")
-    parser.add_argument("--lr", type=float, default=3e-3, help="with --probes: Adam's learning rate")
+    parser.add_argument("--lr", type=float, nargs="+", default=[3e-3],
+                        help="with --probes: Adam's learning rates (each kind is compared at its best)")
     parser.add_argument("--batch-size", type=int, default=2, help="with --probes: structures per step")
     args = parser.parse_args()
     if args.probes:
-        probes(args.epochs, args.seeds, args.records, args.draws, args.lr, args.batch_size)
+        probes(args.epochs, args.seeds, args.records, args.draws, args.lr, args.batch_size, args.n_probes)
         return
     if args.sampling:
         sampling(args.epochs, args.seeds)
@@ -272,10 +302,12 @@ def main() -> None:
 
     force_w = jnp.asarray(LossWeights(1.0, 20.0, 5.0, 0.0))
     pft_w = jnp.asarray(LossWeights(0.0, 20.0, 5.0, 100.0))
-    steps = {
-        "force step": step_of(lambda p: batch_loss(p, batch, force_w, False)[0]),
-        "HVP step": step_of(lambda p: batch_loss(p, batch, pft_w, True)[0]),
-    }
+    steps = {"force step": step_of(lambda p: batch_loss(p, batch, force_w, False)[0]),
+             "HVP step": step_of(lambda p: batch_loss(p, batch, pft_w, True)[0])}
+    for k in args.n_probes:
+        if k > 1:
+            many = Batcher(potential, [ex], 1, probes=k).make([0], np.random.default_rng(0))
+            steps[f"HVP step, K={k}"] = step_of(lambda p, b=many: batch_loss(p, b, pft_w, True)[0])
     steps["full-Hessian step"] = step_of(_full_hessian_mae(ex, potential))
 
     print(f"Si {len(ex.atoms)} atoms, small Nequix ({n_params:,} parameters), {args.steps} steps each")
@@ -297,6 +329,11 @@ def main() -> None:
         times[name] = (time.perf_counter() - t) / args.steps
         print(f"{name:18s}: {times[name] * 1e3:9.1f} ms/step   XLA memory estimate {estimate:8.3f} GB")
     print(f"HVP step / force step = {times['HVP step'] / times['force step']:.2f}")
+    for k in args.n_probes:
+        if k > 1:
+            step_k = times[f"HVP step, K={k}"]
+            print(f"K={k} probes: step / K=1 step = {step_k / times['HVP step']:.2f}, "
+                  f"time per HVP / K=1 = {step_k / k / times['HVP step']:.2f}")
     if "full-Hessian step" in times:
         print(f"full-Hessian step / HVP step = {times['full-Hessian step'] / times['HVP step']:.1f}")
     print(f"peak memory (RSS): {peak_rss_mb():.0f} MB")

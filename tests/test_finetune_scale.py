@@ -23,6 +23,7 @@ from ase.calculators.emt import EMT
 import phonon_eval as pe
 from cli.eval import BUILTIN_DATASET
 from conftest import shared_file
+from finetune import frames as frames_module
 from finetune.array_cache import ArrayCache
 from finetune.data import Batcher, Example, dataset_examples, phonon_examples, read_frames, upstream_examples
 from finetune.force_constants import compact_force_constants
@@ -205,6 +206,21 @@ def test_streamed_frames_give_the_in_memory_batches(tmp_path):
     assert [s.name for s in source.shards] == [str(shards / "a.extxyz"), str(shards / "b.extxyz")]
     assert [ex.id for ex in memory] == [source[i].id for i in range(len(source))]
     _same_batches(potential, Batcher(potential, memory, 3), Batcher(potential, source, 3))
+
+
+def test_more_database_shards_than_held_connections_give_the_in_memory_batches(tmp_path, monkeypatch):
+    """Five database shards with two connections held: the least recently read are closed, and
+    the batches are still those of the frames read into memory."""
+    monkeypatch.setattr(frames_module, "OPEN_DATABASES", 2)
+    potential, frames = _potential(), _frames(15)
+    memory = []
+    for k in range(5):
+        path = _write_db(tmp_path / f"s{k}.db", frames[3 * k: 3 * k + 3])
+        memory += upstream_examples(read_frames(path), str(path))
+    source = FrameSource(str(tmp_path / "s*.db"), potential.cutoff)
+    _same_batches(potential, Batcher(potential, memory, 3), Batcher(potential, source, 3))
+    held = frames_module._databases.open
+    assert 0 < len(held) <= 2 and all(db.connection is not None for db in held.values())
 
 
 def test_the_frame_index_is_cached_beside_the_file_and_remade_when_it_changes(tmp_path, monkeypatch):
