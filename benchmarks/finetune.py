@@ -217,7 +217,7 @@ def _full_hessian_mae(ex, potential):
     """The MAE over the real atoms' full Hessian (jacfwd over the gradient), as a loss of the weights."""
     graph, r, cell = _inputs(potential, ex.atoms, None)
     n, pad = len(ex.atoms), graph.n_nodes - len(ex.atoms)
-    ref = jnp.asarray(np.pad(ex.force_constants, ((0, pad), (0, pad), (0, 0), (0, 0))))
+    ref = jnp.asarray(np.pad(ex.force_constants.full(), ((0, pad), (0, pad), (0, 0), (0, 0))))
     real = jnp.asarray(np.arange(graph.n_nodes) < n)
     pair = (real[:, None] & real[None, :])[:, :, None, None]
     return lambda p: jnp.sum(jnp.where(pair, jnp.abs(hessian(p.energy_fn(graph), r, cell) - ref), 0.0)) / (9 * n * n)

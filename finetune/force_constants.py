@@ -53,6 +53,10 @@ class CompactForceConstants:
         """Φ[:, atom, :, direction], (N, 3) eV/Å²."""
         return self.fc[self.primitive, self.permutations[self.translation, atom], :, direction]
 
+    def full(self) -> np.ndarray:
+        """Φ, (N, N, 3, 3) eV/Å² (for checks and small cells: it is what the compact form avoids)."""
+        return self.fc[self.primitive[:, None], self.permutations[self.translation]]
+
 
 def compact_force_constants(record: Record, dtype: np.dtype | type = np.float32) -> CompactForceConstants:
     """The record's force constants (stored, or produced by phonopy) in compact form.

@@ -117,6 +117,7 @@ def test_compact_columns_are_the_full_columns():
                 ref = full[:, atom, :, direction]
                 np.testing.assert_allclose(c64.column(atom, direction), ref, rtol=0, atol=1e-13 * scale)
                 np.testing.assert_allclose(c32.column(atom, direction), ref, rtol=0, atol=1e-7 * scale)
+        np.testing.assert_allclose(c64.full(), full, rtol=0, atol=1e-13 * scale)
         assert c32.nbytes < full.nbytes / 10, record.id
 
 
