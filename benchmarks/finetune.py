@@ -177,15 +177,16 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
                 for _ in range(epochs):
                     trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
                 curves.setdefault((f"{probe}/{loss}" + (f"/K={k}" if k > 1 else ""), lr), []).append(np.array(curve))
-    per_epoch = trainer.steps_per_epoch
-    hvps = {name: int(name.split("K=")[1]) if "K=" in name else 1 for name, _ in curves}  # per structure and step
-    mean = {key: np.mean(v, axis=0) for key, v in curves.items()}
-    for lr in lrs:
-        at = {name: m for (name, r), m in mean.items() if r == lr}
+                per_epoch = trainer.steps_per_epoch
+                del trainer
+                jax.clear_caches()  # every Trainer compiles its own step: keep their programs from piling up
+        at = {name: np.mean(v, axis=0) for (name, r), v in curves.items() if r == lr}
         print(f"validation Hessian MAE (eV/Å²), mean of {seeds} seeds, {per_epoch} steps per epoch, Adam {lr:g}, batch {batch_size}:")
         print("  step " + " ".join(f"{name:>18s}" for name in at))
         for step in range(0, epochs * per_epoch + 1, per_epoch):
-            print(f"{step:6d} " + " ".join(f"{m[step]:18.4f}" for m in at.values()))
+            print(f"{step:6d} " + " ".join(f"{m[step]:18.4f}" for m in at.values()), flush=True)
+    hvps = {name: int(name.split("K=")[1]) if "K=" in name else 1 for name, _ in curves}  # per structure and step
+    mean = {key: np.mean(v, axis=0) for key, v in curves.items()}
     # the common target: the level every kind reaches at its best learning rate
     names = list(hvps)
     target = max(min(m.min() for (n, _), m in mean.items() if n == name) for name in names)

@@ -91,6 +91,11 @@ def main() -> None:
     print(f"(b) {args.workers} dask workers:       {b:8.1f} s  (cluster start-up {startup:.1f} s; statuses equal: {same})")
     print(f"ratio a/b:                {a / b:8.2f}")
     print(f"Dask overhead per material: {(args.workers * b - a) / len(ids):6.2f} core-s")
+    # where it goes: inside the materials (one core each instead of the process's two) or between them
+    inside = per_material_seconds(parallel)
+    print(f"time inside the materials: {times.sum():7.1f} s in process, {inside.sum():.1f} s summed over the workers "
+          f"({inside.sum() / max(times.sum(), 1e-9):.2f}x; median {float(np.median(inside[ok])) if ok.any() else float('nan'):.2f} s "
+          f"vs {steady:.2f} s); outside them: {a - times.sum():.1f} s vs {args.workers * b - inside.sum():.1f} core-s")
     print(f"steady per-material time:  {steady:7.2f} s phonons (median), {kappa_t:.2f} s κ (second run; first {kappa_first:.1f} s)")
     print("estimates (start-up + compile + ceil(M/W) x t; the EMT materials are small):")
     for label, count, t, first in (("MDR phonon test split", 1000, steady, compile_s), ("Matbench κ set", 103, kappa_t, kappa_first - kappa_t)):
