@@ -54,15 +54,16 @@ class _Databases(threading.local):
     """This thread's open databases, least recently read first (a connection stays in its thread)."""
 
     def __init__(self):
-        self.open: OrderedDict[Path, ase.db.core.Database] = OrderedDict()
+        self.open: OrderedDict[tuple, ase.db.core.Database] = OrderedDict()
 
-    def get(self, path: Path) -> ase.db.core.Database:
-        db = self.open.pop(path, None)
+    def get(self, path: Path, size: int, mtime_ns: int) -> ase.db.core.Database:
+        key = (path, size, mtime_ns)  # a file replaced at the same path is not read through an old handle
+        db = self.open.pop(key, None)
         if db is None:
             db = ase.db.connect(path).__enter__()  # hold one connection for the reads that follow
             while len(self.open) >= OPEN_DATABASES:
                 self.open.popitem(last=False)[1].__exit__(None, None, None)
-        self.open[path] = db
+        self.open[key] = db
         return db
 
 
@@ -121,7 +122,8 @@ class _Shard:
 
     def atoms(self, i: int) -> ase.Atoms:
         if self.kind == "db":
-            return _databases.get(self.path).get(id=int(self.locator[i])).toatoms(add_additional_information=True)
+            db = _databases.get(self.path, self.key["size"], self.key["mtime_ns"])
+            return db.get(id=int(self.locator[i])).toatoms(add_additional_information=True)
         if self.kind == "extxyz":
             with open(self.text, "rb") as f:
                 f.seek(int(self.locator[i]))
