@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Iterator, NoReturn
+from typing import Annotated, Iterator, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -72,6 +72,12 @@ def version_callback(value: bool) -> None:
         console.print(f"pft-toolkit {__version__}")
         raise typer.Exit()
 
+
+CompileCacheOption = Annotated[Optional[str], typer.Option(
+    help="Folder of JAX's persistent compilation cache, shared by later runs and by the workers: programs "
+    "compiled once (they depend on the architecture and shapes, not the weights) are loaded, not compiled "
+    "again. Default $JAX_COMPILATION_CACHE_DIR, else $PFT_CACHE_DIR/jax, else ~/.cache/pft/jax; 'off' "
+    "compiles everything anew.", show_default=False)]
 
 VersionOption = Annotated[
     bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")

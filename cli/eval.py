@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from cli.common import (
-    EXIT_FAILED, EXIT_HELP, EXIT_USAGE, VersionOption, console, err_console, exit_for_results, fail, interrupted, reported,
+    EXIT_FAILED, EXIT_HELP, EXIT_USAGE, CompileCacheOption, VersionOption, console, err_console, exit_for_results, fail, interrupted, reported,
 )
 
 app = typer.Typer(
@@ -184,8 +184,12 @@ def _table_limit(table: str) -> int | None:
     return None if table == "full" else WORST
 
 
-def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None):
+def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None, compile_cache: str | None):
+    """Where the materials run; JAX's compilation cache is set up before anything compiles."""
+    from phonon_eval.compile_cache import enable_compile_cache
     from phonon_eval.fanout import Cluster
+
+    enable_compile_cache(compile_cache)
 
     try:
         cluster = Cluster(workers, scheduler, scheduler_file)
@@ -289,6 +293,7 @@ def phonons(
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
+    compile_cache: CompileCacheOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Phonons with phonopy vs the records' reference (DFT, MDR PBE, ...): relax, force constants
@@ -300,7 +305,7 @@ def phonons(
     from phonon_eval.provider import ProviderError
     from phonon_eval.results import run_phonons
 
-    cluster = _cluster(workers, scheduler, scheduler_file)
+    cluster = _cluster(workers, scheduler, scheduler_file, compile_cache)
     given = {
         "relax": relax, "fmax": fmax, "relax_steps": relax_steps, "fc_method": fc, "displacement": displacement,
         "fc_symmetrization": fc_symmetrization, "nac": nac, "band_points": band_points,
@@ -364,6 +369,7 @@ def kappa(
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
+    compile_cache: CompileCacheOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Thermal conductivity with phono3py vs the reference (the Matbench Discovery κ task, or the
@@ -376,7 +382,7 @@ def kappa(
     from phonon_eval.kappa import KappaInputError, KappaMaterial, KappaSettings, read_matbench
     from phonon_eval.kappa_results import run_kappa
 
-    cluster = _cluster(workers, scheduler, scheduler_file)
+    cluster = _cluster(workers, scheduler, scheduler_file, compile_cache)
     if (structures is None) == (dataset is None) or (structures is None) != (reference is None):
         fail("give either --structures with --reference (Matbench Discovery files), or --dataset", EXIT_USAGE)
     if dataset is not None and mesh is None:

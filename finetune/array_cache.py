@@ -18,16 +18,14 @@ from typing import Iterable
 import numpy as np
 
 from phonon_eval.atomic import atomic_write
+from phonon_eval.compile_cache import cache_root
 
 __all__ = ["ArrayCache", "default_cache_dir", "content_digest"]
 
 
 def default_cache_dir() -> Path:
-    """`$PFT_CACHE_DIR`, else `$XDG_CACHE_HOME/pft`, else `~/.cache/pft`."""
-    if os.environ.get("PFT_CACHE_DIR"):
-        return Path(os.environ["PFT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pft"
+    """`$PFT_CACHE_DIR`, else `$XDG_CACHE_HOME/pft`, else `~/.cache/pft` (the compile cache's too)."""
+    return cache_root()
 
 
 def content_digest(path: str | os.PathLike, *salt: object) -> str:

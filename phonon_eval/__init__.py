@@ -30,6 +30,7 @@ _EXPORTS = {
     "CheckpointError": "checkpoint",
     "ColumnSet": "symmetry",
     "convert": "checkpoint",
+    "enable_compile_cache": "compile_cache",
     "Dataset": "datasets",
     "DatasetError": "datasets",
     "energy_forces_stress": "potential",
@@ -78,6 +79,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__
     from phonon_eval.access import MaterialNotFoundError, material
     from phonon_eval.checkpoint import CheckpointError, convert, load_potential, save_potential
+    from phonon_eval.compile_cache import enable_compile_cache
     from phonon_eval.datasets import Dataset, DatasetError
     from phonon_eval.force_constants import analytic_force_constants, finite_force_constants
     from phonon_eval.graph import Graph, StructureError, build_graph

@@ -113,6 +113,25 @@ def _same(model: Any) -> Any:
     return model
 
 
+def _touch(*objects: Any) -> None:
+    """Nothing: its arguments have been unpickled, and with them their libraries imported."""
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """These environment variables in this process (and the processes it starts) for a while."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @contextlib.contextmanager
 def _client(cluster: Cluster) -> Iterator[Any]:
     import dask
@@ -130,8 +149,20 @@ def _client(cluster: Cluster) -> Iterator[Any]:
     own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="pft-jax-cache-") as cache:
         env = worker_environment(cluster.workers, compile_cache=own or cache)
-        # a material whose worker dies is retried once, then KilledWorker: recorded as failed
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        # the environment is in place when a worker is spawned, not only once it runs (Dask's
+        # `env`), because a worker first imports the parent's __main__: a script that imports numpy
+        # or JAX at its top would read OMP_NUM_THREADS or JAX_COMPILATION_CACHE_DIR too early.
+        # Dask's nanny sets its pre-spawn variables in this process; they are put back afterwards
+        spawn = {name: str(value) for name, value in {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}.items()}
+        settings = {
+            # a material whose worker dies is retried once, then KilledWorker: recorded as failed
+            "distributed.scheduler.allowed-failures": 1,
+            "distributed.nanny.pre-spawn-environ": spawn,
+            # Dask's sampling profiler takes the GIL every 10 ms to walk the running task's stack:
+            # 4-6 % of a small material's time (relaxation and phonopy are Python-heavy)
+            "distributed.worker.profile.enabled": False,
+        }
+        with dask.config.set(settings), _environment(spawn):
             local = LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
             with local, Client(local) as client:
                 from phonon_eval.devices import OneDevicePerWorker, gpu_ids
@@ -200,6 +231,13 @@ def _run_on_dask(
     from distributed import as_completed
 
     with _client(cluster) as client:
+        # every worker unpickles the model and the evaluator at once, importing their libraries
+        # (about 4 s for JAX and equinox); otherwise a second worker would start that only after
+        # the first had computed the model task below and sent it over
+        try:
+            client.run(_touch, evaluate, model)
+        except Exception:  # noqa: BLE001 - a worker that cannot unpickle them fails each material, named
+            pass
         # a task, not scattered data: if every worker holding it dies, Dask recomputes it
         remote = client.submit(_same, model, key=f"model-{uuid.uuid4().hex}", pure=False)
         waiting = iter(todo)

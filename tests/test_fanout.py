@@ -129,6 +129,35 @@ def test_worker_threads_share_the_cores():
     assert env["OMP_NUM_THREADS"] == "4" and "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", "")
 
 
+def _environment_at_start(model, material):
+    """The environment this worker process was started with (not what was set in it since)."""
+    with open("/proc/self/environ", "rb") as f:
+        start = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    names = ("OMP_NUM_THREADS", "XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
+    return {"material": material, "status": "ok", "error": "", **{n: start.get(n.encode(), b"").decode() for n in names}}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc/self/environ (Linux)")
+def test_workers_are_started_with_their_environment(monkeypatch):
+    """A worker imports the parent's __main__ before Dask applies its `env`: a script that
+    imports numpy or JAX at its top would read the thread counts and the compile cache's folder
+    too early. So the variables are in place when the worker process starts, and this process's
+    own environment is as it was afterwards."""
+    from phonon_eval.fanout import run_materials
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    rows = []
+    run_materials("env", ["a", "b"], _environment_at_start, None, rows.append, cluster=Cluster(workers=2), progress=False)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for row in rows:
+        assert row["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+        assert "pft-jax-cache-" in row["JAX_COMPILATION_CACHE_DIR"]
+        if os.cpu_count() == 2:
+            assert "--xla_cpu_multi_thread_eigen=false" in row["XLA_FLAGS"]
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
 def test_an_existing_cluster_by_address_and_by_scheduler_file(serial, tiny_ckpt, tmp_path):
     """--scheduler and --scheduler-file reach a cluster started elsewhere (here: by the test)."""
     import json
