@@ -79,6 +79,16 @@ CompileCacheOption = Annotated[Optional[str], typer.Option(
     "again. Default $JAX_COMPILATION_CACHE_DIR, else $PFT_CACHE_DIR/jax, else ~/.cache/pft/jax; 'off' "
     "compiles everything anew.", show_default=False)]
 
+
+def use_compile_cache(folder: str | None) -> None:
+    """JAX's compilation cache in `folder` (the option's value), before anything compiles; a
+    folder that was asked for and cannot be made is said, and the run goes on without it."""
+    from phonon_eval.compile_cache import enable_compile_cache
+
+    if enable_compile_cache(folder) is None and folder not in (None, "off"):
+        err_console.print(f"[yellow]warning:[/] cannot create {folder}: compiling without a cache", highlight=False, soft_wrap=True)
+
+
 VersionOption = Annotated[
     bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
 ]

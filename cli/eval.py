@@ -10,6 +10,7 @@ import typer
 
 from cli.common import (
     EXIT_FAILED, EXIT_HELP, EXIT_USAGE, CompileCacheOption, VersionOption, console, err_console, exit_for_results, fail, interrupted, reported,
+    use_compile_cache,
 )
 
 app = typer.Typer(
@@ -186,11 +187,9 @@ def _table_limit(table: str) -> int | None:
 
 def _cluster(workers: int, scheduler: str | None, scheduler_file: Path | None, compile_cache: str | None):
     """Where the materials run; JAX's compilation cache is set up before anything compiles."""
-    from phonon_eval.compile_cache import enable_compile_cache
     from phonon_eval.fanout import Cluster
 
-    enable_compile_cache(compile_cache)
-
+    use_compile_cache(compile_cache)
     try:
         cluster = Cluster(workers, scheduler, scheduler_file)
     except ValueError as err:

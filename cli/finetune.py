@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import EXIT_HELP_TRAINING, EXIT_USAGE, CompileCacheOption, VersionOption, console, err_console, fail, interrupted, reported
+from cli.common import EXIT_HELP_TRAINING, EXIT_USAGE, CompileCacheOption, VersionOption, console, err_console, fail, interrupted, reported, use_compile_cache
 
 app = typer.Typer(
     name="pft-finetune",
@@ -82,7 +82,6 @@ def finetune(
     from finetune.array_cache import default_cache_dir
     from finetune.run import ResumeError, RunSpec, run, state_path
     from finetune.trainer import TrainConfig
-    from phonon_eval.compile_cache import enable_compile_cache
 
     if (model is None) == (init is None):
         fail("give exactly one of --model (fine-tune) and --init (train from scratch)", EXIT_USAGE)
@@ -109,7 +108,7 @@ def finetune(
         train_config = TrainConfig(**settings)
     except (TypeError, ValueError) as err:
         fail(f"bad training settings: {err}", EXIT_USAGE)
-    enable_compile_cache(compile_cache)
+    use_compile_cache(compile_cache)
     spec = RunSpec(
         out=out, model=model, init=init, dataset=dataset, split=split, val_split=val_split,
         cotrain=cotrain or None, cotrain_val=cotrain_val or None, resume=resume,

@@ -66,3 +66,18 @@ def test_the_command_line_keeps_the_models_programs(tmp_path, tiny_ckpt):
     assert any(folder.iterdir()), "the run kept no program"
     assert "Persistent compilation cache hit" not in runs[0]
     assert "Persistent compilation cache hit for 'jit__forces_batch'" in runs[1]
+
+
+def test_a_folder_that_cannot_be_made_is_said_and_the_run_goes_on(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.eval import app
+    from phonon_eval.compile_cache import enable_compile_cache
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the folder's parent should be
+    assert enable_compile_cache(blocked / "jax") is None
+    # the warning comes first; the run then stops at its own usage error (no model given)
+    res = CliRunner().invoke(app, ["phonons", "--compile-cache", str(blocked / "jax")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"cannot create {blocked / 'jax'}: compiling without a cache" in text
