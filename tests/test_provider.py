@@ -171,7 +171,9 @@ def test_kappa_through_the_calculator_equals_the_native_route():
 def test_phono3pys_tetrahedron_kappa_jumps_under_round_off_and_smearing_does_not():
     """Why κ of two routes agrees to 1e-2, not 1e-6: phono3py's tetrahedron integration is not
     continuous at the exact degeneracies of a symmetric mesh, so fc2 changed by 1e-13 eV/Å²
-    (float64 round-off) moves κ of fcc Cu by more than 0.1 %; Gaussian smearing does not move."""
+    (float64 round-off, 1e-12 of its entries) moves κ of fcc Cu by 0.05 to 0.1 % (how much
+    depends on the round-off of the fc2 it starts from, which differs between CPUs); Gaussian
+    smearing does not move."""
     from phonon_eval.kappa import produce_force_constants, run_conductivity
     from phonon_eval.records import ase_from_phonopy
 
@@ -192,7 +194,7 @@ def test_phono3pys_tetrahedron_kappa_jumps_under_round_off_and_smearing_does_not
             ph3.mesh_numbers = [8, 8, 8]
             ph3.init_phph_interaction()
             kappa[sigma, noise] = float(run_conductivity(ph3, settings).kappa[0])
-    assert abs(kappa[None, 1e-13] / kappa[None, 0.0] - 1) > 1e-3, kappa
+    assert abs(kappa[None, 1e-13] / kappa[None, 0.0] - 1) > 1e-4, kappa
     assert abs(kappa[0.2, 1e-13] / kappa[0.2, 0.0] - 1) < 1e-9, kappa
 
 
