@@ -102,8 +102,30 @@ def worker_environment(workers: int, cores: int | None = None, compile_cache: st
     return env
 
 
-def _evaluate_one(evaluate: Evaluate, model: Any, material: str) -> Row:
+# the models this worker process evaluates with, by their Dask keys (the last runs' only)
+_KEPT: dict[str, Any] = {}
+_KEEP = 2
+
+
+def _kept(key: str, model: Any) -> Any:
+    """The first copy of the model `key` this process saw, else `model`, now kept.
+
+    Dask's memory manager keeps one replica of the model task's result and may drop a worker's
+    copy between two of its materials, sending it again for the next: a newly unpickled model
+    is equal but not the same object, and JAX traces every compiled function again for it (the
+    e3nn layers' static parts compare by identity): 0.5 to 1.6 s per function and material.
+    """
+    if key not in _KEPT:
+        while len(_KEPT) >= _KEEP:
+            _KEPT.pop(next(iter(_KEPT)))
+        _KEPT[key] = model
+    return _KEPT[key]
+
+
+def _evaluate_one(evaluate: Evaluate, model: Any, material: str, model_key: str | None = None) -> Row:
     try:
+        if model_key is not None:
+            model = _kept(model_key, model)
         return evaluate(model, material)
     except Exception as err:  # one bad material must not stop the others
         return failed_row(material, f"{type(err).__name__}: {err}")
@@ -239,7 +261,8 @@ def _run_on_dask(
         except Exception:  # noqa: BLE001 - a worker that cannot unpickle them fails each material, named
             pass
         # a task, not scattered data: if every worker holding it dies, Dask recomputes it
-        remote = client.submit(_same, model, key=f"model-{uuid.uuid4().hex}", pure=False)
+        model_key = f"model-{uuid.uuid4().hex}"
+        remote = client.submit(_same, model, key=model_key, pure=False)
         waiting = iter(todo)
         running: dict[Any, str] = {}
         finished = as_completed()
@@ -252,17 +275,19 @@ def _run_on_dask(
                 material = next(waiting, None)
                 if material is None:
                     return
-                future = client.submit(_evaluate_one, evaluate, remote, material, key=f"{name}-{material}-{os.getpid()}", pure=False)
+                future = client.submit(_evaluate_one, evaluate, remote, material, model_key, key=f"{name}-{material}-{os.getpid()}", pure=False)
                 running[future] = material
                 finished.add(future)
 
         fill()
         for future in finished:
             material = running.pop(future)
+            # the freed worker gets its next material before this one's row is fetched and
+            # saved here (a netCDF file each), not after: it would wait for both
+            fill()
             try:
                 row = future.result()
             except Exception as err:  # KilledWorker after the retry, or a lost connection
                 row = failed_row(material, f"{type(err).__name__}: {err}")
             save(row)
             tick(material)
-            fill()

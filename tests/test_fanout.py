@@ -229,6 +229,42 @@ def test_each_worker_sees_one_gpu_of_its_own(monkeypatch):
     assert sorted(seen.values()) == ["3", "5"]
 
 
+def test_each_worker_process_keeps_the_first_copy_of_the_model(tiny_ckpt, monkeypatch):
+    """Dask may drop a worker's copy of the model between two of its materials and send it
+    again. An unpickled copy is equal but a new object, and JAX traces every compiled function
+    again for it (e3nn's layers compare by identity): 0.5 to 1.6 s a function and material with
+    the demo potential. So a worker evaluates with the first copy of a model key it was given."""
+    import pickle
+
+    from ase.build import bulk
+
+    from phonon_eval import derivatives, fanout
+    from phonon_eval.potential import energy_forces_stress
+
+    monkeypatch.setattr(fanout, "_KEPT", {})
+    potential = pe.load_potential(tiny_ckpt)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    traces = []
+    inner = derivatives.energy_forces_stress
+    monkeypatch.setattr(derivatives, "energy_forces_stress", lambda *args: traces.append(1) or inner(*args))
+
+    def copy():
+        return pickle.loads(cloudpickle.dumps(potential))
+
+    def evaluate(model, material):
+        energy_forces_stress(model, atoms)
+        return {"material": material, "status": "ok", "error": "", "model": id(model)}
+
+    energy_forces_stress(copy(), atoms)
+    energy_forces_stress(copy(), atoms)
+    assert len(traces) == 2, "an equal copy of the model was not traced again: the keeping is moot"
+    traces.clear()
+    rows = [fanout._evaluate_one(evaluate, copy(), material, "model-1") for material in ("a", "b", "c")]
+    assert len(traces) == 1 and len({row["model"] for row in rows}) == 1
+    other = fanout._evaluate_one(evaluate, copy(), "d", "model-2")
+    assert other["model"] != rows[0]["model"] and len(traces) == 2
+
+
 def test_workers_share_one_compilation_cache(tmp_path):
     """JAX's persistent cache in a folder the run owns: a program one process compiled is there
     for the next, which finds it (JAX logs the hit) instead of compiling it again."""
