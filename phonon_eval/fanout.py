@@ -135,8 +135,10 @@ def _same(model: Any) -> Any:
     return model
 
 
-def _touch(*objects: Any) -> None:
-    """Nothing: its arguments have been unpickled, and with them their libraries imported."""
+def _receive(model_key: str, evaluate: Evaluate, model: Any) -> None:
+    """Nothing returned: the model is kept as this process's copy of `model_key`, and with it and
+    `evaluate` unpickled, their libraries are imported."""
+    _kept(model_key, model)
 
 
 @contextlib.contextmanager
@@ -255,13 +257,14 @@ def _run_on_dask(
     with _client(cluster) as client:
         # every worker unpickles the model and the evaluator at once, importing their libraries
         # (about 4 s for JAX and equinox); otherwise a second worker would start that only after
-        # the first had computed the model task below and sent it over
+        # the first had computed the model task below and sent it over. The copy each worker
+        # unpickles here is the one it keeps and evaluates with
+        model_key = f"model-{uuid.uuid4().hex}"
         try:
-            client.run(_touch, evaluate, model)
+            client.run(_receive, model_key, evaluate, model)
         except Exception:  # noqa: BLE001 - a worker that cannot unpickle them fails each material, named
             pass
         # a task, not scattered data: if every worker holding it dies, Dask recomputes it
-        model_key = f"model-{uuid.uuid4().hex}"
         remote = client.submit(_same, model, key=model_key, pure=False)
         waiting = iter(todo)
         running: dict[Any, str] = {}
