@@ -20,7 +20,7 @@ reach the level all of them reach.
     python benchmarks/finetune.py --curve [--steps 5]
     python benchmarks/finetune.py --sampling [--epochs 8] [--seeds 3]
     python benchmarks/finetune.py --probes [--epochs 8] [--seeds 3] [--records 6] [--draws 16] [--lr 3e-3 1e-2]
-                                          [--batch-size 2] [--n-probes 1 4]
+                                          [--batch-size 2] [--n-probes 1 4] [--schedule cosine] [--no-full]
 
 With --probes: on distorted EMT alloys (`generate.low_symmetry_materials`, 12 column classes per
 supercell), the variance of the per-HVP parameter gradient around the full-Hessian gradient of
@@ -29,6 +29,9 @@ mae loss and the mse one) and the rademacher and symmetry projections (`finetune
 each learning rate given; with --n-probes K also column and rademacher with K probes per
 structure. The HVPs per structure each kind needs to reach the level all reach are taken at
 its best learning rate, so a lower-variance probe may show that it tolerates larger steps.
+Beside them (unless --no-full) the zero-variance reference: every class of each structure in
+the batch each step (12 HVPs per structure), weighted so that the Hessian term is the batch's
+exact full-Hessian loss; its steps to the target show what removing the probe noise alone buys.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def _flat(tree) -> np.ndarray:
 
 
 def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[float] = (3e-3,), batch_size: int = 2,
-           n_probes: Sequence[int] = (1,), schedule: str = "constant") -> None:
+           n_probes: Sequence[int] = (1,), schedule: str = "constant", full: bool = True) -> None:
     """Gradient variance per HVP and HVPs to a target validation Hessian MAE, per probe kind (and
     K probes per structure), each at its best learning rate, on distorted (low-symmetry) EMT
     alloys made by the project's generator."""
@@ -120,7 +123,7 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
 
     from ase.calculators.emt import EMT
 
-    from finetune.probes import hessian_loss_for
+    from finetune.probes import every_class
     from finetune.trainer import TrainConfig, Trainer
     from phonon_eval.generate import generate_record, low_symmetry_materials
 
@@ -165,18 +168,32 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
     # per structure and step cost K HVPs, so curves are compared by HVPs per structure
     kinds = [(probe, loss, 1) for probe, loss in kinds] + [(p, l, k) for k in n_probes if k > 1
                                                            for p, l in (("column", "mae"), ("rademacher", "mse"))]
+    # the zero-variance reference: every class of each structure in the batch, weighted by its
+    # multiplicity, so the step's Hessian term is the exact full-Hessian loss of the batch (mae:
+    # the validation metric's, mse: the projections' expectation). An unbiased probe of the same
+    # loss differs from it by noise only, so where it is not much faster, the noise was not the limit.
+    n_classes = max(len(e.classes) for e in examples)
+    if full:
+        kinds += [("full", "mae", n_classes), ("full", "mse", n_classes)]
+
+    def all_classes(indices: Sequence[int], rng: np.random.Generator) -> list:
+        return [every_class(examples[i].classes, len(examples[i].atoms), n_classes) for i in indices]
+
     curves: dict[tuple[str, float], list[np.ndarray]] = {}
     for lr in lrs:
         for probe, loss, k in kinds:
             for seed in range(seeds):
                 cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule=schedule, ema_decay=0.0,
-                                  force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed, probe=probe,
-                                  hessian_loss=loss, probes_per_structure=k)
+                                  force_weight=0.0, stress_weight=0.0, hessian_weight=1.0, seed=seed,
+                                  probe="column" if probe == "full" else probe, hessian_loss=loss, probes_per_structure=k)
                 trainer = Trainer(start(seed), cfg, examples, val)
+                if probe == "full":
+                    trainer.train.draw = all_classes
                 curve = [trainer.validate()["val_hessian_mae"]]
                 for _ in range(epochs):
                     trainer.train_epoch(on_step=lambda _: curve.append(trainer.validate()["val_hessian_mae"]))
-                curves.setdefault((f"{probe}/{loss}" + (f"/K={k}" if k > 1 else ""), lr), []).append(np.array(curve))
+                name = f"{probe}/{loss}" + (f"/K={k}" if k > 1 and probe != "full" else "")
+                curves.setdefault((name, lr), []).append(np.array(curve))
                 per_epoch = trainer.steps_per_epoch
                 del trainer
                 jax.clear_caches()  # every Trainer compiles its own step: keep their programs from piling up
@@ -185,11 +202,12 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
         print("  step " + " ".join(f"{name:>18s}" for name in at))
         for step in range(0, epochs * per_epoch + 1, per_epoch):
             print(f"{step:6d} " + " ".join(f"{m[step]:18.4f}" for m in at.values()), flush=True)
-    hvps = {name: int(name.split("K=")[1]) if "K=" in name else 1 for name, _ in curves}  # per structure and step
+    # HVPs per structure and step; the full reference is counted in steps (it takes one HVP per class)
+    hvps = {name: int(name.split("K=")[1]) if "K=" in name else 1 for name, _ in curves}
     mean = {key: np.mean(v, axis=0) for key, v in curves.items()}
-    # the common target: the level every kind reaches at its best learning rate
+    # the common target: the level every probe reaches at its best learning rate
     names = list(hvps)
-    target = max(min(m.min() for (n, _), m in mean.items() if n == name) for name in names)
+    target = max(min(m.min() for (n, _), m in mean.items() if n == name) for name in names if not name.startswith("full"))
 
     def reached(curve: np.ndarray, name: str) -> int | None:
         return int(np.argmax(curve <= target)) * hvps[name] if (curve <= target).any() else None
@@ -203,13 +221,19 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
     reach = {}
     for name in names:
         runs = {lr: reached(mean[(name, lr)], name) for lr in lrs}
-        lr = min((r for r in runs if runs[r] is not None), key=runs.get)
+        lr = min((r for r in runs if runs[r] is not None), key=runs.get, default=lrs[0])
         reach[name] = (runs[lr], lr, [reached(c, name) for c in curves[(name, lr)]])
     print(f"HVPs per structure to reach {target:.4f} (mean curve at the kind's best learning rate; per seed):")
     for name, (n, lr, per_seed) in reach.items():
         print(f"  {name:18s} {n:4d} at {lr:g}   {per_seed}; stays under from {[stays(c, name) for c in curves[(name, lr)]]}")
-    best = min((n for n in reach if not n.startswith("column")), key=lambda n: reach[n][0])
-    print(f"best projection {best}: HVPs-to-target / column (mae, the seed's) = {reach[best][0] / max(reach['column/mae'][0], 1):.2f}")
+    def ratio(name: str) -> str:
+        n = reach[name][0]
+        return f"{n / max(reach['column/mae'][0], 1):.2f}" if n is not None else "not reached"
+
+    best = min((n for n in reach if not n.startswith(("column", "full"))), key=lambda n: reach[n][0])
+    print(f"best projection {best}: HVPs-to-target / column (mae, the seed's) = {ratio(best)}")
+    for name in (n for n in reach if n.startswith("full")):
+        print(f"zero-variance reference {name} ({n_classes} HVPs per structure and step): steps-to-target / column (mae) = {ratio(name)}")
 
 
 def _si64():
@@ -283,9 +307,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="with --probes: structures per step")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                         help="with --probes: the learning-rate schedule (cosine decays to 0 over the run)")
+    parser.add_argument("--no-full", action="store_true",
+                        help="with --probes: leave out the zero-variance reference (every class each step)")
     args = parser.parse_args()
     if args.probes:
-        probes(args.epochs, args.seeds, args.records, args.draws, args.lr, args.batch_size, args.n_probes, args.schedule)
+        probes(args.epochs, args.seeds, args.records, args.draws, args.lr, args.batch_size, args.n_probes, args.schedule,
+               not args.no_full)
         return
     if args.sampling:
         sampling(args.epochs, args.seeds)

@@ -32,7 +32,7 @@ import numpy as np
 from finetune.force_constants import CompactForceConstants
 from phonon_eval.symmetry import ColumnSet
 
-__all__ = ["PROBES", "HESSIAN_LOSSES", "ProbeKind", "draw_probe", "force_constant_product", "hessian_loss_for"]
+__all__ = ["PROBES", "HESSIAN_LOSSES", "ProbeKind", "draw_probe", "every_class", "force_constant_product", "hessian_loss_for"]
 
 ProbeKind = Literal["column", "rademacher", "symmetry"]
 PROBES = ("column", "rademacher", "symmetry")
@@ -68,6 +68,22 @@ def draw_probe(kind: str, n_atoms: int, classes: ColumnSet | None, rng: np.rando
         v[classes.atoms, classes.directions] = signs * np.sqrt(np.asarray(classes.multiplicity, dtype=float))
         return v
     raise ValueError(f"{kind!r} is not a projection probe (rademacher or symmetry)")
+
+
+def every_class(classes: ColumnSet, n_atoms: int, k: int | None = None) -> list[tuple[int, int, float]]:
+    """Every column class of a structure as K probes (atom, direction, weight), K = `k` or the
+    number of classes (padded with zero-weight columns), whose term, the mean of the K weighted
+    column terms, is the exact full-Hessian loss: Σ_c (m_c / 3N) L(e_c) over the classes.
+
+    This is the expectation of every probe's term, and of its gradient (the members of a class
+    have the same loss and gradient): the zero-variance step, at K HVPs per structure.
+    """
+    k = len(classes) if k is None else k
+    if k < len(classes):
+        raise ValueError(f"{len(classes)} classes do not fit in {k} probes")
+    scale = k / (3 * n_atoms)
+    out = [(int(a), int(d), scale * float(m)) for a, d, m in zip(classes.atoms, classes.directions, classes.multiplicity)]
+    return out + [(0, 0, 0.0)] * (k - len(out))
 
 
 def force_constant_product(fc: CompactForceConstants | np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -21,6 +21,8 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from phonon_eval.atomic import atomic_write
 from phonon_eval.nequix import Nequix, NequixConfig
@@ -89,7 +91,7 @@ def load_potential(path: str | os.PathLike) -> Potential:
     # shapes only: materialising a random initialisation first would cost seconds
     like = eqx.filter_eval_shape(Nequix, config, key=jax.random.key(0))
     try:
-        model = eqx.tree_deserialise_leaves(io.BytesIO(body), like)
+        model = eqx.tree_deserialise_leaves(io.BytesIO(body), like, filter_spec=_as_in_like)
     except Exception as err:  # numpy raises several kinds for a short or mangled stream
         raise CheckpointError(f"{path}: cannot read the parameters ({type(err).__name__}: {err}); truncated or corrupt file") from None
     # the public files end with a newline after the leaves; anything else left over is foreign
@@ -103,6 +105,14 @@ def load_potential(path: str | os.PathLike) -> Potential:
         source=str(path),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
     )
+
+
+def _as_in_like(f: io.BytesIO, x: Any) -> Any:
+    """A leaf read in the dtype of the model being built: a float32 file in JAX's x64 mode (where
+    the model's fresh leaves are float64) loads exactly instead of being refused."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jnp.asarray(np.load(f), x.dtype)
+    return eqx.default_deserialise_filter_spec(f, x)
 
 
 def _serialise(model: eqx.Module) -> bytes:

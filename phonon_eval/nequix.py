@@ -18,6 +18,7 @@ import e3nn_jax as e3nn
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from e3nn_jax._src.linear import FunctionalLinear
 
 __all__ = ["NequixConfig", "Nequix", "bessel_basis", "polynomial_envelope"]
 
@@ -135,6 +136,34 @@ class RMSNorm(eqx.Module):
         return e3nn.from_chunks(self.irreps, chunks, x.shape[:-1], x.dtype)
 
 
+class _ValueEqualLinear(FunctionalLinear):
+    """e3nn's linear map plan, equal to another when its irreps and paths are.
+
+    e3nn-jax keeps it as a static field of every `e3nn.equinox.Linear` and compares it by
+    identity, so an unpickled or rebuilt copy of the model (a Dask worker's, a reloaded
+    checkpoint's) had a different tree structure from the original and every `filter_jit`
+    traced and compiled again for it. The plan is a pure function of these three fields.
+    """
+
+    def _key(self) -> tuple:
+        return (self.irreps_in, self.irreps_out, tuple(self.instructions))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _linear(**kwargs: Any) -> e3nn.equinox.Linear:
+    """`e3nn.equinox.Linear` whose static plan compares by value (`_ValueEqualLinear`)."""
+    layer = e3nn.equinox.Linear(**kwargs)
+    plan = _ValueEqualLinear.__new__(_ValueEqualLinear)
+    plan.__dict__.update(layer._linear.__dict__)
+    object.__setattr__(layer, "_linear", plan)  # a fresh, unshared module: set once, before any use
+    return layer
+
+
 class Interaction(eqx.Module):
     """One message-passing layer: linear, edge tensor product with radial weights, skip, gate."""
 
@@ -181,11 +210,11 @@ class Interaction(eqx.Module):
             config.mlp_init_scale,
             key=k2,
         )
-        self.linear_in = e3nn.equinox.Linear(irreps_in=irreps_in, irreps_out=irreps_in, key=k1)
-        self.linear_out = e3nn.equinox.Linear(
+        self.linear_in = _linear(irreps_in=irreps_in, irreps_out=irreps_in, key=k1)
+        self.linear_out = _linear(
             irreps_in=self.tp_irreps.sort().irreps, irreps_out=gated_irreps, key=k3
         )
-        self.skip = e3nn.equinox.Linear(
+        self.skip = _linear(
             irreps_in=irreps_in,
             irreps_out=gated_irreps,
             linear_type="indexed" if config.index_weights else "vanilla",
@@ -236,7 +265,7 @@ class Nequix(eqx.Module):
             irreps_out = hidden if i < config.n_layers - 1 else hidden.filter("0e")
             self.layers.append(Interaction(irreps_in, irreps_out, config, key=keys[i + 1]))
             irreps_in = hidden
-        self.readout = e3nn.equinox.Linear(
+        self.readout = _linear(
             irreps_in=hidden.filter("0e"), irreps_out="0e", key=keys[0]
         )
 

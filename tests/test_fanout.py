@@ -229,34 +229,40 @@ def test_each_worker_sees_one_gpu_of_its_own(monkeypatch):
     assert sorted(seen.values()) == ["3", "5"]
 
 
-def test_each_worker_process_keeps_the_first_copy_of_the_model(tiny_ckpt, monkeypatch):
+def test_each_worker_process_keeps_the_first_copy_of_the_model(monkeypatch):
     """Dask may drop a worker's copy of the model between two of its materials and send it
-    again. An unpickled copy is equal but a new object, and JAX traces every compiled function
-    again for it (e3nn's layers compare by identity): 0.5 to 1.6 s a function and material with
-    the demo potential. So a worker evaluates with the first copy of a model key it was given."""
+    again. An unpickled copy is a new object, and unless all its static parts compare by value
+    (the Nequix models' do) JAX traces every compiled function again for it: a user's energy
+    function from a script or notebook travels by value and its provider compiles afresh.
+    So a worker evaluates with the first copy of a model key it was given."""
     import pickle
 
+    import jax.numpy as jnp
     from ase.build import bulk
 
     from phonon_eval import derivatives, fanout
-    from phonon_eval.potential import energy_forces_stress
 
     monkeypatch.setattr(fanout, "_KEPT", {})
-    potential = pe.load_potential(tiny_ckpt)
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+
+    def soft_spheres(positions, cell, numbers):  # local: pickled by value, like __main__'s
+        d = positions[:, None] - positions[None]
+        return 0.5 * jnp.sum(jnp.exp(-jnp.sum(d**2, axis=-1)))
+
+    model = pe.EnergyFunction(soft_spheres, name="soft")
     traces = []
     inner = derivatives.energy_forces_stress
     monkeypatch.setattr(derivatives, "energy_forces_stress", lambda *args: traces.append(1) or inner(*args))
 
     def copy():
-        return pickle.loads(cloudpickle.dumps(potential))
+        return pickle.loads(cloudpickle.dumps(model))
 
     def evaluate(model, material):
-        energy_forces_stress(model, atoms)
+        model.energy_forces_stress(atoms)
         return {"material": material, "status": "ok", "error": "", "model": id(model)}
 
-    energy_forces_stress(copy(), atoms)
-    energy_forces_stress(copy(), atoms)
+    copy().energy_forces_stress(atoms)
+    copy().energy_forces_stress(atoms)
     assert len(traces) == 2, "an equal copy of the model was not traced again: the keeping is moot"
     traces.clear()
     rows = [fanout._evaluate_one(evaluate, copy(), material, "model-1") for material in ("a", "b", "c")]

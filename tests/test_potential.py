@@ -246,6 +246,36 @@ def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, 
     np.testing.assert_allclose(hv, pe.hessian_vector_product(tiny, smaller, v), atol=1e-10)
 
 
+def test_an_unpickled_or_rebuilt_copy_compiles_nothing_new(tiny, nacl, tmp_path):
+    """A Dask worker's unpickled model and a checkpoint loaded again are equal to the original
+    as trees, so JAX's compiled functions are found for them: e3nn's linear plans compared by
+    identity and had every function traced and compiled again (seconds per function)."""
+    import pickle
+
+    import cloudpickle
+    import jax.monitoring
+
+    path = tmp_path / "tiny.ckpt"
+    pe.save_potential(path, tiny.astype(jnp.float32))
+    loaded = pe.load_potential(path).astype(jnp.float64)
+    pe.energy_forces_stress(loaded, nacl)
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration"):
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for copy in (pickle.loads(cloudpickle.dumps(loaded)), pe.load_potential(path).astype(jnp.float64)):
+            assert jax.tree.structure(copy) == jax.tree.structure(loaded)
+            e, f, s = pe.energy_forces_stress(copy, nacl)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []
+    np.testing.assert_array_equal(f, pe.energy_forces_stress(loaded, nacl)[1])
+
+
 def test_ase_calculator_matches_functional_api(tiny, nacl):
     a = nacl.copy()
     a.calc = tiny.calculator()

@@ -16,7 +16,7 @@ from cli.eval import BUILTIN_DATASET
 from conftest import tiny_model_file
 from finetune.data import Batcher, phonon_examples
 from finetune.loss import LossWeights, batch_loss
-from finetune.probes import force_constant_product, hessian_loss_for
+from finetune.probes import every_class, force_constant_product, hessian_loss_for
 from finetune.trainer import TrainConfig
 from phonon_eval.datasets import Dataset
 
@@ -133,6 +133,43 @@ def test_k_probes_through_one_linearisation_are_the_mean_of_one_at_a_time(studen
     assert float(together[0]) == pytest.approx(np.mean([float(v) for v, _ in alone]), rel=1e-12)
     for leaf, *leaves in zip(jax.tree.leaves(together[1]), *(jax.tree.leaves(g) for _, g in alone)):
         np.testing.assert_allclose(leaf, np.mean(leaves, axis=0), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["mae", "mse"])
+def test_every_class_at_once_is_the_expected_step_of_each_probe(student, material, loss):
+    """The benchmark's zero-variance reference: every class of a structure in one step, weighted
+    by multiplicity, has the mean loss and gradient of all 3N columns and (mse) of every sign
+    pattern of the symmetry probe, exactly. An unbiased probe of the same loss then differs from
+    it by noise only: it cannot take a step that this one, on average, does not."""
+    example, error = material
+    n, classes = len(example.atoms), example.classes
+    params, static = eqx.partition(student, eqx.is_inexact_array)
+    value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(lambda p, b: _loss(eqx.combine(p, static), b, loss)))
+    k = len(classes) + 1  # one padding probe of weight 0 too
+    exact, grad = value_and_grad(params, Batcher(student, [example], 1, probes=k).make([0], columns=[every_class(classes, n, k)]))
+    assert float(exact) == pytest.approx(np.abs(error).mean() if loss == "mae" else (error**2).mean(), rel=1e-9)
+
+    def mean_of(probes):
+        runs = [value_and_grad(params, Batcher(student, [example], 1).make([0], columns=[v])) for v in probes]
+        return np.mean([float(v) for v, _ in runs]), [np.mean(x, axis=0) for x in zip(*(jax.tree.leaves(g) for _, g in runs))]
+
+    expectations = [mean_of([(a, d) for a in range(n) for d in range(3)])]
+    if loss == "mse":
+        signs = itertools.product([-1.0, 1.0], repeat=len(classes))
+        expectations.append(mean_of([_symmetry_probe(example, s) for s in signs]))
+    for value, leaves in expectations:
+        assert value == pytest.approx(float(exact), rel=1e-9)
+        for leaf, expected in zip(jax.tree.leaves(grad), leaves, strict=True):
+            np.testing.assert_allclose(leaf, expected, rtol=1e-7, atol=1e-12)
+    with pytest.raises(ValueError, match="classes do not fit in"):
+        every_class(classes, n, len(classes) - 1 or 0)
+
+
+def _symmetry_probe(example, signs) -> np.ndarray:
+    v = np.zeros((len(example.atoms), 3))
+    c = example.classes
+    v[c.atoms, c.directions] = np.array(signs) * np.sqrt(c.multiplicity)
+    return v
 
 
 def test_the_batcher_draws_k_independent_probes_per_structure(student, material):
