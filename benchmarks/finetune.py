@@ -225,7 +225,8 @@ def probes(epochs: int, seeds: int, n_train: int, draws: int, lrs: Sequence[floa
         reach[name] = (runs[lr], lr, [reached(c, name) for c in curves[(name, lr)]])
     print(f"HVPs per structure to reach {target:.4f} (mean curve at the kind's best learning rate; per seed):")
     for name, (n, lr, per_seed) in reach.items():
-        print(f"  {name:18s} {n:4d} at {lr:g}   {per_seed}; stays under from {[stays(c, name) for c in curves[(name, lr)]]}")
+        print(f"  {name:18s} {'-' if n is None else n:>4} at {lr:g}   {per_seed}; stays under from {[stays(c, name) for c in curves[(name, lr)]]}")
+
     def ratio(name: str) -> str:
         n = reach[name][0]
         return f"{n / max(reach['column/mae'][0], 1):.2f}" if n is not None else "not reached"

@@ -90,12 +90,13 @@ def load_potential(path: str | os.PathLike) -> Potential:
         raise CheckpointError(f"{path}: parameters do not match their checksum (truncated or corrupt file)")
     # shapes only: materialising a random initialisation first would cost seconds
     like = eqx.filter_eval_shape(Nequix, config, key=jax.random.key(0))
+    stream = io.BytesIO(body)
     try:
-        model = eqx.tree_deserialise_leaves(io.BytesIO(body), like, filter_spec=_as_in_like)
+        model = eqx.tree_deserialise_leaves(stream, like, filter_spec=_as_in_like)
     except Exception as err:  # numpy raises several kinds for a short or mangled stream
         raise CheckpointError(f"{path}: cannot read the parameters ({type(err).__name__}: {err}); truncated or corrupt file") from None
     # the public files end with a newline after the leaves; anything else left over is foreign
-    if body[len(_serialise(model)) :].strip():
+    if body[stream.tell() :].strip():
         # the leaves of a different architecture can deserialise without error and leave bytes over
         raise CheckpointError(f"{path}: parameters do not fit the architecture in the header")
     return Potential(

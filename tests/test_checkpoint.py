@@ -111,6 +111,24 @@ def test_truncated_nqx(tmp_path):
         pe.load_potential(p)
 
 
+def test_leaves_left_over_are_refused(tmp_path, small_potential):
+    """Without a checksum (the public .nqx files have none) the leaves of a larger architecture
+    can deserialise into the header's one and leave bytes over: refused. A final newline, as the
+    public files end, is not."""
+    p = tmp_path / "m.ckpt"
+    pe.save_potential(p, small_potential)
+    header, _, body = p.read_bytes().partition(b"\n")
+    h = json.loads(header)
+    del h["leaves_sha256"]
+    extra = io.BytesIO()
+    np.save(extra, np.ones(4, np.float32))
+    p.write_bytes(json.dumps(h).encode() + b"\n" + body + b"\n")
+    pe.load_potential(p)
+    p.write_bytes(json.dumps(h).encode() + b"\n" + body + extra.getvalue())
+    with pytest.raises(pe.CheckpointError, match="do not fit the architecture in the header"):
+        pe.load_potential(p)
+
+
 def test_unknown_format_version(tmp_path, small_potential):
     p = tmp_path / "m.ckpt"
     pe.save_potential(p, small_potential)
