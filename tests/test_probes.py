@@ -143,6 +143,8 @@ def test_every_class_at_once_is_the_expected_step_of_each_probe(student, materia
     it by noise only: it cannot take a step that this one, on average, does not."""
     example, error = material
     n, classes = len(example.atoms), example.classes
+    if len(classes) == 1:
+        pytest.skip("one class: every symmetry probe is the exact step (test_the_symmetry_probe_averages_...)")
     params, static = eqx.partition(student, eqx.is_inexact_array)
     value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(lambda p, b: _loss(eqx.combine(p, static), b, loss)))
     k = len(classes) + 1  # one padding probe of weight 0 too
