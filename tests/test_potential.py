@@ -6,6 +6,9 @@ summing to zero, and every derivative against central finite differences of the 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import ase
 import equinox as eqx
 import jax
@@ -214,18 +217,12 @@ def test_batched_forces_and_columns_equal_one_structure_at_a_time(tiny, nacl):
     np.testing.assert_array_equal(derivatives.over_leading_axis(jnp.sin, xs), jax.vmap(jnp.sin)(xs))
 
 
-def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, nacl):
-    """Only shapes select a compiled function: a smaller structure padded like `nacl` compiles
-    nothing new, and its results equal those of its own unpadded graph."""
+@contextlib.contextmanager
+def _compilations() -> Iterator[list[str]]:
+    """The XLA compilations made inside the block, one event each."""
     import jax.monitoring
 
-    smaller = nacl[:-3]
-    padded = tiny.graph(nacl)
-    same_shape = tiny.graph(smaller, n_nodes=padded.n_nodes, n_edges=padded.n_edges)
-    pe.energy_forces_stress(tiny, nacl, padded)
-    pe.hessian_vector_product(tiny, nacl, np.ones((len(nacl), 3)), padded)
-    v = np.ones((len(smaller), 3))
-    compiled = []
+    compiled: list[str] = []
 
     def listener(event, duration, **kwargs):
         if event.endswith("backend_compile_duration"):
@@ -233,10 +230,23 @@ def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, 
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        e, f, s = pe.energy_forces_stress(tiny, smaller, same_shape)
-        hv = pe.hessian_vector_product(tiny, smaller, v, same_shape)
+        yield compiled
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_structures_of_other_sizes_in_the_same_padding_share_compilations(tiny, nacl):
+    """Only shapes select a compiled function: a smaller structure padded like `nacl` compiles
+    nothing new, and its results equal those of its own unpadded graph."""
+    smaller = nacl[:-3]
+    padded = tiny.graph(nacl)
+    same_shape = tiny.graph(smaller, n_nodes=padded.n_nodes, n_edges=padded.n_edges)
+    pe.energy_forces_stress(tiny, nacl, padded)
+    pe.hessian_vector_product(tiny, nacl, np.ones((len(nacl), 3)), padded)
+    v = np.ones((len(smaller), 3))
+    with _compilations() as compiled:
+        e, f, s = pe.energy_forces_stress(tiny, smaller, same_shape)
+        hv = pe.hessian_vector_product(tiny, smaller, v, same_shape)
     assert compiled == []
     ref = pe.energy_forces_stress(tiny, smaller)
     assert f.shape == (len(smaller), 3) and hv.shape == (len(smaller), 3)
@@ -253,25 +263,15 @@ def test_an_unpickled_or_rebuilt_copy_compiles_nothing_new(tiny, nacl, tmp_path)
     import pickle
 
     import cloudpickle
-    import jax.monitoring
 
     path = tmp_path / "tiny.ckpt"
     pe.save_potential(path, tiny.astype(jnp.float32))
     loaded = pe.load_potential(path).astype(jnp.float64)
     pe.energy_forces_stress(loaded, nacl)
-    compiled = []
-
-    def listener(event, duration, **kwargs):
-        if event.endswith("backend_compile_duration"):
-            compiled.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with _compilations() as compiled:
         for copy in (pickle.loads(cloudpickle.dumps(loaded)), pe.load_potential(path).astype(jnp.float64)):
             assert jax.tree.structure(copy) == jax.tree.structure(loaded)
             e, f, s = pe.energy_forces_stress(copy, nacl)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     np.testing.assert_array_equal(f, pe.energy_forces_stress(loaded, nacl)[1])
 
